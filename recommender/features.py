@@ -1,0 +1,197 @@
+"""Layer-wise features in one pass: pooled stage outputs, penultimate features, source head.
+
+One batched ``inference_mode`` pass over the images feeds both the pre-trained backbone and
+its random-init twin (for the pre-training gain), so each image is decoded once. Results are
+cached in the user cache directory, keyed by the image files (paths, sizes, mtimes), the
+model, its weights and the preprocessing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from recommender.backbones import Backbone
+from recommender.cache import atomic_write, cache_dir, digest
+from recommender.errors import DatasetError, UsageError
+from recommender.images import UnreadableImage, open_rgb
+
+# Bump when what is stored changes, so old cache entries are not reused.
+FEATURES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Features:
+    """Features of N images at each block's output (bottom-up), float32 arrays (N, D_block)."""
+
+    blocks: tuple[str, ...]
+    pretrained: tuple[np.ndarray, ...]
+    random_init: tuple[np.ndarray, ...]
+    source_probs: np.ndarray  # (N, Cs) softmax of the pre-trained source head
+    from_cache: bool = False
+
+    def dims(self) -> tuple[int, ...]:
+        return tuple(f.shape[1] for f in self.pretrained)
+
+
+class _ImageFiles(TorchDataset):
+    def __init__(self, paths: Sequence[Path], transform: Callable) -> None:
+        self.paths = list(paths)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            image = open_rgb(path)
+        except UnreadableImage as exc:  # the file changed after the dataset scan
+            raise DatasetError(
+                f"{path} became unreadable during feature extraction ({exc.reason}).",
+                "Do not modify the dataset while nbtl runs, then run again.",
+            ) from None
+        return self.transform(image)
+
+
+def cache_key(paths: Sequence[Path], backbone: Backbone) -> str:
+    import timm
+
+    files = []
+    for path in paths:
+        stat = path.stat()
+        files.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return digest({
+        "version": FEATURES_VERSION,
+        "files": files,
+        "model": backbone.name,
+        "weights": backbone.weights_id,
+        "data_config": backbone.data_config,
+        "timm": timm.__version__,
+    })
+
+
+def extract_features(
+    paths: Sequence[Path],
+    backbone: Backbone,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    device: str = "cpu",
+    use_cache: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> Features:
+    """Features of ``paths`` at every block of ``backbone`` and of its random-init twin.
+
+    ``on_batch(n)`` is called after each batch with the number of images it held (for a
+    progress bar). With ``use_cache``, a previous identical extraction is loaded instead.
+    """
+    if batch_size < 1:
+        raise UsageError(f"--batch-size {batch_size} must be at least 1.")
+    names = tuple(b.name for b in backbone.blocks)
+    cached_file = cache_dir() / "features" / f"{cache_key(paths, backbone)}.npz"
+    if use_cache and cached_file.is_file():
+        loaded = _load(cached_file, names)
+        if loaded is not None:
+            if on_batch is not None:
+                on_batch(len(paths))
+            return loaded
+    features = _extract(paths, backbone, batch_size, workers, device, on_batch)
+    if use_cache:
+        _save(cached_file, features)
+    return features
+
+
+def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features:
+    from timm.data import create_transform
+
+    transform = create_transform(**backbone.data_config, is_training=False)
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1)
+    loader = DataLoader(
+        _ImageFiles(paths, transform), batch_size=batch_size, shuffle=False,
+        num_workers=workers, pin_memory=device.startswith("cuda"),
+    )
+    models = [backbone.model, backbone.random_init()]
+    modes = [m.training for m in models]
+    for model in models:
+        model.eval().to(device)
+    outputs: list[list[list[np.ndarray]]] = [[[] for _ in backbone.blocks] for _ in models]
+    probs: list[np.ndarray] = []
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                batch = batch.to(device, non_blocking=True)
+                for model, store in zip(models, outputs):
+                    points, logits = _forward(model, batch, len(backbone.blocks))
+                    for column, point in zip(store, points):
+                        column.append(point)
+                    if model is backbone.model:
+                        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+                if on_batch is not None:
+                    on_batch(len(batch))
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
+        backbone.model.to("cpu")
+    stacked = [tuple(np.concatenate(col) for col in store) for store in outputs]
+    return Features(tuple(b.name for b in backbone.blocks), stacked[0], stacked[1],
+                    np.concatenate(probs))
+
+
+def _forward(model: nn.Module, batch: torch.Tensor, num_blocks: int):
+    """Pooled features at every block's output (bottom-up) and the source logits."""
+    final, intermediates = model.forward_intermediates(batch)
+    pooled = [_pool(t) for t in intermediates]
+    pre_logits = model.forward_head(final, pre_logits=True)
+    logits = model.forward_head(final)
+    if num_blocks == len(pooled) + 1:  # a neck (e.g. conv_head) before the classifier
+        pooled.append(pre_logits.flatten(1))
+    elif num_blocks != len(pooled):
+        raise RuntimeError(f"expected {num_blocks} feature points, got {len(pooled)}")
+    return [p.float().cpu().numpy() for p in pooled], logits
+
+
+def _pool(tensor: torch.Tensor) -> torch.Tensor:
+    """Global average over the spatial dimensions of an NCHW map (or tokens of NLC)."""
+    if tensor.ndim == 4:
+        return tensor.mean(dim=(2, 3))
+    if tensor.ndim == 3:
+        return tensor.mean(dim=1)
+    return tensor.flatten(1)
+
+
+def _save(path: Path, features: Features) -> None:
+    arrays = {"source_probs": features.source_probs}
+    for name, pre, rnd in zip(features.blocks, features.pretrained, features.random_init):
+        arrays[f"pretrained/{name}"] = pre
+        arrays[f"random_init/{name}"] = rnd
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path, write)
+
+
+def _load(path: Path, names: tuple[str, ...]) -> Features | None:
+    try:
+        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as data:
+            return Features(
+                names,
+                tuple(data[f"pretrained/{n}"] for n in names),
+                tuple(data[f"random_init/{n}"] for n in names),
+                data["source_probs"],
+                from_cache=True,
+            )
+    except (OSError, KeyError, ValueError):
+        return None  # a damaged or foreign cache file: extract again

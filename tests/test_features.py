@@ -1,0 +1,106 @@
+"""Layer-wise feature extraction: shapes, the source head, the cache and its key."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from recommender.features import cache_key, extract_features
+
+
+@pytest.fixture(scope="module")
+def few_paths(sample_dir):
+    return sorted(sample_dir.glob("*/*.png"))[::25]  # 8 images across classes
+
+
+@pytest.fixture(scope="module")
+def features(few_paths, backbone):
+    return extract_features(few_paths, backbone, batch_size=3, workers=0, use_cache=False)
+
+
+def test_one_feature_matrix_per_block_with_the_blocks_width(features, few_paths, backbone):
+    assert features.blocks == tuple(b.name for b in backbone.blocks)
+    assert features.dims() == (16, 24, 40, 112, 320, 1280)
+    assert all(f.shape[0] == len(few_paths) for f in features.pretrained)
+    assert all(f.dtype == np.float32 for f in features.pretrained)
+
+
+def test_random_init_twin_has_the_same_shapes_and_different_values(features):
+    for pre, rnd in zip(features.pretrained, features.random_init):
+        assert pre.shape == rnd.shape
+        assert not np.allclose(pre, rnd)
+        assert np.isfinite(rnd).all()
+
+
+def test_source_probabilities_are_a_softmax_over_imagenet(features, few_paths):
+    assert features.source_probs.shape == (len(few_paths), 1000)
+    np.testing.assert_allclose(features.source_probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_batch_size_and_workers_do_not_change_the_features(features, few_paths, backbone):
+    other = extract_features(few_paths, backbone, batch_size=8, workers=2, use_cache=False)
+    for a, b in zip(features.pretrained, other.pretrained):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_penultimate_features_match_the_models_own_pre_logits(features, few_paths, backbone):
+    import torch
+    from timm.data import create_transform
+
+    from recommender.images import open_rgb
+
+    transform = create_transform(**backbone.data_config)
+    x = torch.stack([transform(open_rgb(p)) for p in few_paths[:2]])
+    with torch.inference_mode():
+        expected = backbone.model.forward_head(backbone.model.forward_features(x),
+                                               pre_logits=True)
+    np.testing.assert_allclose(features.pretrained[-1][:2], expected.numpy(), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_second_extraction_comes_from_the_cache(few_paths, backbone, private_cache):
+    first = extract_features(few_paths, backbone, workers=0)
+    second = extract_features(few_paths, backbone, workers=0)
+    assert not first.from_cache and second.from_cache
+    for a, b in zip(first.pretrained, second.pretrained):
+        np.testing.assert_array_equal(a, b)
+    assert list((private_cache / "features").glob("*.npz"))
+
+
+def test_no_cache_neither_reads_nor_writes(few_paths, backbone, private_cache):
+    before = set((private_cache / "features").glob("*")) if (
+        private_cache / "features").exists() else set()
+    result = extract_features(few_paths[:2], backbone, workers=0, use_cache=False)
+    after = set((private_cache / "features").glob("*")) if (
+        private_cache / "features").exists() else set()
+    assert not result.from_cache and before == after
+
+
+def test_cache_key_changes_when_an_image_file_changes(few_paths, backbone, tmp_path):
+    copies = []
+    for path in few_paths[:2]:
+        copies.append(tmp_path / path.name)
+        shutil.copy(path, copies[-1])
+    key = cache_key(copies, backbone)
+    stat = copies[0].stat()
+    os.utime(copies[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache_key(copies, backbone) != key
+
+
+def test_cache_key_depends_on_the_preprocessing(few_paths, backbone):
+    from recommender.backbones import load_backbone
+
+    assert cache_key(few_paths, backbone) != cache_key(few_paths, load_backbone(image_size=128))
+
+
+def test_a_damaged_cache_file_is_replaced(few_paths, backbone, private_cache):
+    paths = few_paths[2:4]
+    extract_features(paths, backbone, workers=0)
+    target = private_cache / "features" / f"{cache_key(paths, backbone)}.npz"
+    target.write_bytes(b"not a zip file")
+    again = extract_features(paths, backbone, workers=0)
+    assert not again.from_cache
+    assert extract_features(paths, backbone, workers=0).from_cache
