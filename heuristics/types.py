@@ -1,0 +1,256 @@
+"""Frozen value types of the heuristics layer: the rule table's entries and the recommendation.
+
+Every result type has ``to_dict()`` returning plain JSON-ready types (lists, dicts, str, int,
+float, bool, None) in a fixed order, so ``json.dumps(rec.to_dict())`` is deterministic.
+Floats are kept exact: formatting for people is the report's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+Confidence = Literal["low", "medium", "high"]
+CONFIDENCE_LEVELS: tuple[Confidence, ...] = ("low", "medium", "high")  # weakest first
+RuleKind = Literal["decide", "adjust", "default"]
+RULE_KINDS: tuple[RuleKind, ...] = ("decide", "adjust", "default")
+
+View = Mapping[str, Any]
+"""What a rule's functions see: its ``needs`` by name, its ``params``, and, for the reason
+text, ``value`` (what the effect returned) and ``previous`` (the value an adjust rule changed)."""
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, ordered, picklable mapping (unlike ``types.MappingProxyType``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | None = None) -> None:
+        object.__setattr__(self, "_items", dict(items or {}))
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("FrozenMap is read-only")
+
+    def __reduce__(self):
+        return (FrozenMap, (self._items,))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+
+def plain(value: Any) -> Any:
+    """``value`` as JSON-ready plain types: tuples become lists, mappings dicts."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Block:
+    """A transferable group of the backbone's modules, ending at one probed feature point.
+
+    Parameters
+    ----------
+    name : str
+        Unique among the backbone's blocks, e.g. ``"stage3"``.
+    modules : tuple of str
+        The module names (as in ``model.named_modules()``) the block is made of.
+    """
+
+    name: str
+    modules: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Block name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.modules, str):
+            raise TypeError(f"Block {self.name!r}: modules must be a sequence of module names, "
+                            f"got the string {self.modules!r}; write ({self.modules!r},)")
+        modules = tuple(self.modules)
+        if not modules:
+            raise ValueError(f"Block {self.name!r} has no modules; give at least one module name")
+        for module in modules:
+            if not isinstance(module, str) or not module:
+                raise ValueError(f"Block {self.name!r}: module names must be non-empty strings, "
+                                 f"got {module!r}")
+        object.__setattr__(self, "modules", modules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "modules": list(self.modules)}
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A quantity computed from other named inputs, looked up by rules like a measure.
+
+    ``compute`` receives a view of ``inputs`` by name. A rule that needs a derived quantity
+    whose inputs are missing is skipped, and the trace names the missing input.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    compute: Callable[[View], Any]
+    description: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One entry of the declarative rule table.
+
+    Attributes
+    ----------
+    id : str
+        Stable identifier, ``"<area>.<what>"``; cited by reasons, details and the trace.
+    target : str
+        The hyperparameter (or intermediate finding, e.g. ``"feature_fit"``) the rule sets.
+    needs : tuple of str
+        Names the rule reads: measures, dataset facts, derived quantities, or targets of
+        earlier rules. If one is missing the rule is skipped and the trace says which.
+    condition : callable
+        ``condition(view) -> bool``: whether the rule fires.
+    effect : callable
+        ``effect(view) -> value`` for ``target``.
+    reason : str
+        One sentence, a ``str.format`` template over the view plus ``value`` and ``previous``.
+    source : str
+        Where the rule comes from.
+    when : str
+        The condition in words, a template over the view; the trace shows it filled in.
+    kind : {"decide", "adjust", "default"}
+        ``decide``: sets ``target`` unless an earlier rule did. ``adjust``: changes a value
+        that an earlier rule set (a cap; must need ``target``). ``default``: like ``decide``,
+        and the hyperparameter is reported in ``defaults_used``.
+    params : mapping
+        The named threshold constants the rule uses, visible in the view and the reason.
+    confidence : str or callable
+        ``"low" | "medium" | "high"`` or ``confidence(view)``; the value's confidence is the
+        weakest of this and that of every earlier target the rule needs.
+    search_range : callable or None
+        ``search_range(view) -> tuple``: ``(lo, hi)`` for a float, candidate values otherwise.
+        ``None`` gives just the value.
+    """
+
+    id: str
+    target: str
+    needs: tuple[str, ...]
+    condition: Callable[[View], bool]
+    effect: Callable[[View], Any]
+    reason: str
+    source: str
+    when: str = "always"
+    kind: RuleKind = "decide"
+    params: Mapping[str, Any] = field(default_factory=FrozenMap)
+    confidence: Confidence | Callable[[View], Confidence] = "medium"
+    search_range: Callable[[View], tuple[Any, ...]] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs", tuple(self.needs))
+        object.__setattr__(self, "params", FrozenMap(self.params))
+        if self.kind not in RULE_KINDS:
+            raise ValueError(f"rule {self.id!r}: kind must be one of {RULE_KINDS}, "
+                             f"got {self.kind!r}")
+        if self.kind == "adjust" and self.target not in self.needs:
+            raise ValueError(f"rule {self.id!r} adjusts {self.target!r} so it must list it "
+                             f"in needs")
+        if isinstance(self.confidence, str) and self.confidence not in CONFIDENCE_LEVELS:
+            raise ValueError(f"rule {self.id!r}: confidence must be one of "
+                             f"{CONFIDENCE_LEVELS}, got {self.confidence!r}")
+
+
+class _ToDict:
+    """``to_dict`` for a frozen dataclass whose fields all convert with :func:`plain`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class LrGroup(_ToDict):
+    """A learning-rate group: a name, its learning rate, and the modules it holds."""
+
+    name: str
+    lr: float
+    modules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Hyperparameters(_ToDict):
+    """The recommended fine-tuning settings (see :func:`heuristics.recommend`)."""
+
+    reinit_top_blocks: int
+    reinit_modules: tuple[str, ...]
+    lr_groups: tuple[LrGroup, ...]
+    split_block: str | None
+    l2sp_weight: float
+    l2sp_modules: tuple[str, ...]
+    l2_weight: float
+    base_lr: float
+    momentum: float
+    optimizer: str
+
+
+@dataclass(frozen=True)
+class Detail(_ToDict):
+    """One hyperparameter: its value, a search range around it, confidence, rule ids."""
+
+    value: Any
+    range: tuple[Any, ...]
+    confidence: Confidence
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Reason(_ToDict):
+    """Why a rule fired: its sentence with the values filled in, the values, the source."""
+
+    rule: str
+    target: str
+    text: str
+    measures: Mapping[str, Any]
+    source: str
+
+
+@dataclass(frozen=True)
+class TraceEntry(_ToDict):
+    """One rule as evaluated: whether it fired and why (or why not)."""
+
+    rule: str
+    fired: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The hyperparameters, the detail behind each, the reasons and the full trace."""
+
+    hyperparameters: Hyperparameters
+    details: Mapping[str, Detail]
+    reasons: tuple[Reason, ...]
+    trace: tuple[TraceEntry, ...]
+    defaults_used: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "hyperparameters": self.hyperparameters.to_dict(),
+            "details": plain(self.details),
+            "reasons": plain(self.reasons),
+            "trace": plain(self.trace),
+            "defaults_used": list(self.defaults_used),
+        }
