@@ -1,0 +1,337 @@
+"""Linear-probe accuracy: cross-validated multinomial logistic regression on frozen features.
+
+The paper's central measure of fit. Everything random is drawn from ``seed`` after the
+samples are put in a canonical order (by the bytes of their features), so the score does
+not depend on the order the samples come in, nor on the names of the classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from probes._checks import ProbeError, check_features, encode_labels
+from probes.registry import Probe, register
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
+
+# Kornblith et al. (2019) search 45 values in [1e-6, 1e5]; 7 values in [1e-4, 1e2] keep
+# the probe fast. A C at either end of the grid shows in LinearProbeResult.chosen_C.
+C_GRID = tuple(np.logspace(-4, 2, 7))
+INNER_FOLDS = 3
+# C is chosen on at least this many held-out predictions (fewer inner folds when a single
+# one reaches it): beyond it, more folds change the choice little and cost a full fit each.
+MIN_HELD_OUT = 500
+# Stop the C path after this many consecutive values below the best held-out accuracy:
+# the large values are the slow fits, and accuracy rarely rises again once it has fallen.
+PATIENCE = 2
+# Loose for lbfgs, tight for an accuracy: warm starts along the C path do the rest.
+MAX_ITER = 100
+TOL = 1e-3
+# When a training fold has too few samples per class for an inner split (scikit-learn's default).
+DEFAULT_C = 1.0
+# float32 halves the memory traffic of the fits; the accuracy does not notice.
+FIT_DTYPE = np.float32
+
+
+@dataclass(frozen=True)
+class LinearProbeResult:
+    """Outer-fold accuracies of the linear probe and the regularisation chosen in each."""
+
+    mean: float
+    std: float
+    fold_scores: tuple[float, ...]
+    chosen_C: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "fold_scores": list(self.fold_scores),
+            "chosen_C": list(self.chosen_C),
+        }
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """Indices of one outer fold and of the inner splits of its training part."""
+
+    train: np.ndarray
+    test: np.ndarray
+    inner: tuple[tuple[np.ndarray, np.ndarray], ...]  # (train, validation), into self.train
+
+
+def linear_probe_accuracy(
+    features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0
+) -> float:
+    """Mean cross-validated accuracy of a linear probe; see :func:`linear_probe_cv`.
+
+    Returns
+    -------
+    float
+        Fraction of held-out samples classified correctly, in [0, 1]; higher is better.
+    """
+    return linear_probe_cv(features, labels, folds=folds, seed=seed).mean
+
+
+def linear_probe_cv(
+    features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0
+) -> LinearProbeResult:
+    """Accuracy of an L2 logistic-regression probe by stratified k-fold cross-validation.
+
+    Per outer fold: features standardised with the training part's mean and standard
+    deviation (a constant dimension is left at 0); C chosen on the training part by an
+    inner stratified split over ``C_GRID``, warm-starting each fit from the previous C;
+    the probe refit on the whole training part at that C and scored on the test part.
+    Multinomial logistic regression (lbfgs); for two classes, the equivalent binary one.
+
+    k = min(``folds``, smallest class count), at least 2. A class with a single sample
+    cannot be tested: that sample is always in training (the class then only counts as
+    a possible wrong answer) and its count is left out of that minimum. Folds are drawn
+    after sorting the samples by the bytes of their features, so the result does not
+    depend on the order of the samples; identical feature rows with different labels
+    are the one case where it still can.
+
+    Parameters
+    ----------
+    features : array of shape (N, D)
+        Frozen features, finite.
+    labels : array of shape (N,)
+        Class labels of any sortable values; at least 2 classes with 2 or more samples.
+    folds : int, default 5
+        Upper bound on the number of outer folds.
+    seed : int, default 0
+        Seed of the fold assignment; the result is deterministic for a given seed.
+
+    Returns
+    -------
+    LinearProbeResult
+        ``mean`` and ``std`` (population) of the fold accuracies, each fold's accuracy
+        and chosen C.
+
+    Raises
+    ------
+    ProbeError
+        If the inputs are invalid, ``folds < 2``, or fewer than 2 classes have 2 samples.
+
+    References
+    ----------
+    S. Kornblith, J. Shlens, Q. V. Le. "Do Better ImageNet Models Transfer Better?"
+    CVPR 2019.
+    """
+    x = check_features(features)
+    codes, _ = encode_labels(labels, n_samples=x.shape[0])
+    order = content_order(x)
+    x, codes = x[order], codes[order]
+    plan = plan_folds(codes, folds, seed)
+    return cross_validate(x, codes, plan)
+
+
+def _linear_probe_spread(features: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    result = linear_probe_cv(features, labels)
+    return result.mean, result.std
+
+
+def content_order(*arrays: np.ndarray) -> np.ndarray:
+    """A permutation putting the samples (rows of all arrays together) in byte order."""
+    rows = np.ascontiguousarray(np.hstack(arrays))
+    keys = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).ravel()
+    return np.argsort(keys, kind="stable")
+
+
+def plan_folds(codes: np.ndarray, folds: int, seed: int) -> tuple[_Fold, ...]:
+    """Outer stratified folds and their inner splits, drawn from ``seed`` only."""
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ProbeError(f"folds: expected an integer >= 2, got {folds!r}.")
+    counts = np.bincount(codes)
+    if np.count_nonzero(counts >= 2) < 2:
+        raise ProbeError(
+            f"labels: class sizes {sorted(counts.tolist(), reverse=True)}; a linear probe "
+            "needs at least 2 classes with 2 or more samples to test on. Add samples."
+        )
+    rng = np.random.default_rng(seed)
+    test_fold = _stratified_folds(codes, folds, rng)
+    plan = []
+    for k in range(test_fold.max() + 1):
+        train = np.flatnonzero(test_fold != k)
+        inner_fold = _stratified_folds(codes[train], INNER_FOLDS, rng)
+        inner = [
+            (np.flatnonzero(inner_fold != j), np.flatnonzero(inner_fold == j))
+            for j in range(inner_fold.max() + 1)
+        ]
+        n_used = int(np.searchsorted(np.cumsum([len(val) for _, val in inner]), MIN_HELD_OUT))
+        plan.append(_Fold(train, np.flatnonzero(test_fold == k), tuple(inner[: n_used + 1])))
+    return tuple(plan)
+
+
+def _stratified_folds(codes: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:
+    """Fold id of each sample, -1 for samples always in training; no folds if none testable.
+
+    k = min(folds, smallest count of a class with 2+ samples); each such class is spread
+    evenly over the k folds, classes taken in order of first appearance (not by name).
+    Fewer than 2 testable classes: every sample is -1 (no split).
+    """
+    _, first, counts = np.unique(codes, return_index=True, return_counts=True)
+    testable = counts >= 2
+    fold = np.full(codes.shape[0], -1)
+    if np.count_nonzero(testable) < 2:
+        return fold
+    k = int(min(folds, counts[testable].min()))
+    offset = 0
+    for cls in codes[np.sort(first[testable])]:
+        members = np.flatnonzero(codes == cls)
+        # Rotating the start keeps the folds within one sample of each other in size.
+        fold[rng.permutation(members)] = (np.arange(members.size) + offset) % k
+        offset += members.size
+    return fold
+
+
+def cross_validate(x: np.ndarray, codes: np.ndarray, plan: tuple[_Fold, ...]) -> LinearProbeResult:
+    """Run the probe over the folds of ``plan``; no validation (see linear_probe_cv).
+
+    The result is a pure function of its inputs, so it is memoised by their content: the
+    pre-training gain re-uses the probe on the pre-trained features that
+    ``linear_probe_accuracy`` just computed on the same block instead of fitting it again.
+    """
+    key = _content_key(x, codes, plan)
+    if key in _MEMO:
+        _MEMO.move_to_end(key)
+        return _MEMO[key]
+    result = _cross_validate(x, codes, plan)
+    _MEMO[key] = result
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.popitem(last=False)
+    return result
+
+
+_MEMO_SIZE = 32
+_MEMO: OrderedDict[bytes, LinearProbeResult] = OrderedDict()
+
+
+def _content_key(x: np.ndarray, codes: np.ndarray, plan: tuple[_Fold, ...]) -> bytes:
+    digest = hashlib.blake2b(digest_size=20)
+    for array in (x, codes, *(a for fold in plan for a in _fold_arrays(fold))):
+        digest.update(str((array.dtype, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.digest()
+
+
+def _fold_arrays(fold: _Fold) -> Iterator[np.ndarray]:
+    yield fold.train
+    yield fold.test
+    for train, validation in fold.inner:
+        yield train
+        yield validation
+
+
+def _cross_validate(
+    x: np.ndarray, codes: np.ndarray, plan: tuple[_Fold, ...]
+) -> LinearProbeResult:
+    scores, chosen = [], []
+    with _fitting():
+        for fold in plan:
+            x_train, x_test = _standardise(x[fold.train], x[fold.test])
+            y_train = codes[fold.train]
+            c, model = _choose_c(x_train, y_train, fold.inner)
+            model = model if model is not None else _new_model()
+            model.set_params(C=c).fit(x_train, y_train)
+            scores.append(float(np.mean(model.predict(x_test) == codes[fold.test])))
+            chosen.append(float(c))
+    return LinearProbeResult(
+        mean=float(np.mean(scores)),
+        std=float(np.std(scores)),
+        fold_scores=tuple(scores),
+        chosen_C=tuple(chosen),
+    )
+
+
+def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale by training statistics; project onto the training rows' span when D > N.
+
+    An L2-regularised linear model's weights lie in the span of its training rows, so
+    the projection gives the same predictions with D reduced to at most N (inner fits
+    use subsets of these rows, so it is exact for them too).
+    """
+    mean = train.mean(axis=0)
+    std = train.std(axis=0)
+    std[std == 0] = 1.0  # a constant dimension carries no information: leave it at 0
+    train = (train - mean) / std
+    test = (test - mean) / std
+    if train.shape[1] > train.shape[0]:
+        basis, _ = np.linalg.qr(train.T)  # orthonormal (D, N), spans the training rows
+        train, test = train @ basis, test @ basis
+    return train.astype(FIT_DTYPE), test.astype(FIT_DTYPE)
+
+
+def _choose_c(
+    x: np.ndarray, y: np.ndarray, inner: tuple[tuple[np.ndarray, np.ndarray], ...]
+) -> tuple[float, LogisticRegression | None]:
+    """Best C on the inner splits, and the first split's model at it (a warm start).
+
+    Walks ``C_GRID`` from strong to weak regularisation, each fit warm-started from the
+    previous one; ties go to the stronger regularisation. No inner split: ``DEFAULT_C``.
+    """
+    if not inner:
+        return DEFAULT_C, None
+    splits = [(x[tr], y[tr], x[val], y[val]) for tr, val in inner]
+    models = [_new_model() for _ in splits]
+    n_held_out = sum(len(val) for _, val in inner)
+    best_acc, best_c, best_model, below = -1.0, DEFAULT_C, None, 0
+    for c in C_GRID:
+        correct = 0
+        for model, (x_tr, y_tr, x_val, y_val) in zip(models, splits, strict=True):
+            model.set_params(C=c).fit(x_tr, y_tr)
+            correct += int(np.count_nonzero(model.predict(x_val) == y_val))
+        acc = correct / n_held_out
+        if acc > best_acc:
+            best_acc, best_c, best_model = acc, c, copy.deepcopy(models[0])
+        # Count only drops: a plateau (e.g. chance level at strong regularisation) goes on.
+        below = below + 1 if acc < best_acc else 0
+        if below >= PATIENCE or best_acc == 1.0:  # nothing left to gain
+            break
+    return best_c, best_model
+
+
+# scikit-learn is imported on first use: it takes seconds to import and only this probe
+# needs it.
+def _new_model() -> LogisticRegression:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(solver="lbfgs", max_iter=MAX_ITER, tol=TOL, warm_start=True)
+
+
+@contextmanager
+def _fitting() -> Iterator[None]:
+    """Silence ConvergenceWarning (capped iterations are a deliberate trade) and run BLAS
+    on one thread: the fits multiply by matrices with one column per class, where
+    threads cost more than they give (twice as slow on 2 cores at N=5000, D=1280)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
+
+
+register(
+    Probe(
+        name="linear_probe_accuracy",
+        func=linear_probe_accuracy,
+        needs=("features", "labels"),
+        higher_is_better=True,
+        meaning="held-out accuracy of a linear classifier on frozen features; higher is better",
+        reference="Kornblith et al., Do Better ImageNet Models Transfer Better?, CVPR 2019",
+        label="probe acc",
+        unit="fraction",
+        spread=_linear_probe_spread,
+    )
+)
