@@ -1,0 +1,5 @@
+"""``python -m recommender`` is ``nbtl-recommend``."""
+
+from recommender.cli import main
+
+main()

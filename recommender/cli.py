@@ -1,0 +1,149 @@
+"""``nbtl-recommend``: a thin command line over :func:`recommender.recommend`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recommender import report
+from recommender.errors import EXIT_USAGE, NbtlError, UsageError
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def recommend_command(
+    path: Annotated[Path | None, typer.Argument(
+        help="Dataset folder: one sub-folder per class (ImageFolder), or the root that "
+             "--labels paths are relative to.", show_default=False)] = None,
+    labels: Annotated[Path | None, typer.Option(
+        "--labels", help="CSV with columns path,label (paths relative to PATH).")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="timm model name; pre-trained weights from your hub or cache "
+                        "(default: embedded tf_efficientnet_lite0 ImageNet weights).")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        "--weights", help="Local weights file (.safetensors, or a torch state dict loaded "
+                          "with weights_only=True) for --model (or the default).")] = None,
+    image_size: Annotated[int | None, typer.Option(
+        "--image-size", help="Input resolution in pixels (default: the model's own).")] = None,
+    max_per_class: Annotated[int | None, typer.Option(
+        "--max-per-class", help="Use at most N images per class, sampled with --seed.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 32,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="DataLoader worker processes (default: min(4, CPU count)).")] = None,
+    device: Annotated[Device, typer.Option("--device", help="Where to run the backbone.")]
+        = Device.auto,
+    no_cache: Annotated[bool, typer.Option(
+        "--no-cache", help="Neither read nor write the feature cache.")] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Never contact a model hub; use only locally cached weights.")] = False,
+    json_out: Annotated[str | None, typer.Option(
+        "--json", help="Write the result as JSON to this file, or '-' for stdout "
+                       "(the report then goes to stderr).")] = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No report or progress; errors only.")] = False,
+    list_probes: Annotated[bool, typer.Option(
+        "--list-probes", help="List the available measures and exit.")] = False,
+) -> None:
+    """Analyse how well a pre-trained backbone fits an image dataset, layer by layer, and
+    recommend non-binary fine-tuning settings (layers to re-initialise, per-group learning
+    rates, L2-SP/L2 mix).
+
+    Exit codes: 0 success, 2 bad usage, 3 unusable dataset, 4 model or weights unavailable.
+    """
+    if list_probes:
+        report.print_probe_list(report.console(stderr=False))
+        return
+    if path is None:
+        raise UsageError("Missing the dataset PATH.", "Usage: nbtl-recommend PATH [OPTIONS]")
+    from recommender.pipeline import recommend
+
+    json_to_stdout = json_out == "-"
+    out = report.console(stderr=json_to_stdout)
+    err = report.console(stderr=True, quiet=quiet)
+    if json_out and not json_to_stdout:
+        _refuse_inside(Path(json_out), path)
+    result = recommend(
+        path,
+        labels_csv=labels,
+        model=model,
+        weights=weights,
+        image_size=image_size,
+        max_per_class=max_per_class,
+        seed=seed,
+        batch_size=batch_size,
+        workers=workers,
+        device=_resolve_device(device),
+        use_cache=not no_cache,
+        offline=offline,
+        on_stage=None if quiet else report.stage_printer(err),
+        on_batch_factory=None if quiet else report.progress_factory(err),
+    )
+    if not quiet:
+        report.print_report(result, out)
+    if json_out:
+        document = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+        if json_to_stdout:
+            sys.stdout.write(document)
+        else:
+            Path(json_out).write_text(document, encoding="utf-8")
+
+
+def _refuse_inside(target: Path, dataset: Path) -> None:
+    """nbtl never writes into the dataset folder, not even when asked to."""
+    target, dataset = target.resolve(), dataset.resolve()
+    if dataset == target or dataset in target.parents:
+        raise UsageError(
+            f"--json {target} is inside the dataset folder {dataset}.",
+            "nbtl never writes into a dataset folder; choose a path outside it.",
+        )
+
+
+def _resolve_device(device: Device) -> str:
+    import torch
+
+    if device is Device.auto:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device is Device.cuda and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but no CUDA GPU is available.",
+                         "Use --device cpu (or auto).")
+    return device.value
+
+
+def main() -> None:
+    """Console-script entry point: NbtlError -> message on stderr and its exit code."""
+    try:
+        app(standalone_mode=False)
+    except NbtlError as exc:
+        report.print_error(exc)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("nbtl-recommend: interrupted.", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and genuine bugs
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+        if os.environ.get("NBTL_DEBUG"):
+            raise
+        print(f"nbtl-recommend: internal error: {type(exc).__name__}: {exc}\n"
+              "This is a bug; please report it. Set NBTL_DEBUG=1 to see the traceback.",
+              file=sys.stderr)
+        sys.exit(1)

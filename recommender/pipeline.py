@@ -1,0 +1,204 @@
+"""The whole job as one function: dataset -> backbone -> layer-wise probes -> recommendation.
+
+:func:`recommend` returns a :class:`Result`, the one object that both the terminal report
+and the JSON document are made from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import heuristics
+import probes
+from probes import Measurement, ProbeError
+from recommender.backbones import load_backbone
+from recommender.dataset import Dataset, load_dataset
+from recommender.features import Features, extract_features
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe's values: at every block (bottom-up) or once for the whole model."""
+
+    name: str
+    per_block: bool
+    values: tuple[Measurement | None, ...]  # one per block, or a single entry
+    errors: tuple[str | None, ...]
+
+    @property
+    def summary(self) -> Measurement | None:
+        """The value at the penultimate features (the top block), or the single value."""
+        return self.values[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "per_block": self.per_block,
+            "values": [m.value if m else None for m in self.values],
+            "spread": [m.spread if m else None for m in self.values],
+            "errors": list(self.errors),
+        }
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything one run found; the report and the JSON are two views of it."""
+
+    dataset: Dataset
+    model: Mapping[str, Any]
+    blocks: tuple[str, ...]
+    dims: tuple[int, ...]
+    probes: tuple[ProbeResult, ...]
+    recommendation: heuristics.Recommendation
+    settings: Mapping[str, Any]
+    # Wall times and cache hits differ between identical runs: shown in the report,
+    # kept out of the JSON so that the same inputs and seed give the same document.
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
+    features_from_cache: bool = field(default=False, compare=False)
+
+    def summary_measures(self) -> dict[str, float]:
+        return {p.name: p.summary.value for p in self.probes if p.summary is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        registry = {p.name: p for p in probes.list_probes()}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "dataset": self.dataset.to_dict(),
+            "model": dict(self.model),
+            "settings": dict(self.settings),
+            "measures": {
+                "blocks": list(self.blocks),
+                "dims": list(self.dims),
+                "summary": self.summary_measures(),
+                "probes": {p.name: p.to_dict() for p in self.probes},
+                "definitions": {
+                    name: {
+                        "label": registry[name].label,
+                        "meaning": registry[name].meaning,
+                        "higher_is_better": registry[name].higher_is_better,
+                        "unit": registry[name].unit,
+                        "reference": registry[name].reference,
+                    }
+                    for name in (p.name for p in self.probes)
+                },
+            },
+            "recommendation": self.recommendation.to_dict(),
+        }
+
+
+def recommend(
+    path: str | Path,
+    *,
+    labels_csv: str | Path | None = None,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    image_size: int | None = None,
+    max_per_class: int | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    workers: int | None = None,
+    device: str = "cpu",
+    use_cache: bool = True,
+    offline: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+    on_batch_factory: Callable[[int], Callable[[int], None]] | None = None,
+) -> Result:
+    """Analyse the image dataset at ``path`` and recommend non-binary fine-tuning settings.
+
+    Parameters mirror the ``nbtl-recommend`` options. ``on_stage(text)`` is told when each
+    step starts, and ``on_batch_factory(total)`` may return a per-batch callback (progress
+    bars); both default to silence.
+
+    Raises
+    ------
+    recommender.errors.NbtlError
+        ``DatasetError``, ``ModelUnavailableError`` or ``UsageError`` with a message that says
+        what to do.
+    """
+    say = on_stage or (lambda _text: None)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    say("Scanning the dataset")
+    dataset = load_dataset(path, labels_csv=labels_csv, max_per_class=max_per_class, seed=seed)
+    timings["scan_s"] = time.perf_counter() - start
+
+    say("Loading the backbone")
+    mark = time.perf_counter()
+    backbone = load_backbone(model, weights, image_size=image_size, offline=offline)
+    timings["model_s"] = time.perf_counter() - mark
+
+    say("Extracting features")
+    mark = time.perf_counter()
+    paths = [p for p, _ in dataset.samples]
+    on_batch = on_batch_factory(len(paths)) if on_batch_factory else None
+    features = extract_features(
+        paths, backbone, batch_size=batch_size, workers=workers, device=device,
+        use_cache=use_cache, on_batch=on_batch,
+    )
+    timings["features_s"] = time.perf_counter() - mark
+
+    say("Computing probes")
+    mark = time.perf_counter()
+    labels = np.array([label for _, label in dataset.samples])
+    results = run_probes(features, labels)
+    timings["probes_s"] = time.perf_counter() - mark
+
+    summary = {p.name: p.summary.value for p in results if p.summary is not None}
+    profile = {p.name: [m.value for m in p.values] for p in results
+               if p.per_block and all(m is not None for m in p.values)}
+    recommendation = heuristics.recommend(
+        summary,
+        profile=profile,
+        blocks=backbone.blocks,
+        head_modules=backbone.head_modules,
+        num_images=len(dataset.samples),
+        num_classes=len(dataset.classes),
+    )
+    timings["total_s"] = time.perf_counter() - start
+    return Result(
+        dataset=dataset,
+        model=backbone.describe(),
+        blocks=features.blocks,
+        dims=features.dims(),
+        probes=tuple(results),
+        recommendation=recommendation,
+        settings={"seed": seed, "max_per_class": max_per_class, "image_size": image_size,
+                  "labels_csv": str(labels_csv) if labels_csv else None},
+        timings=timings,
+        features_from_cache=features.from_cache,
+    )
+
+
+def run_probes(features: Features, labels: np.ndarray) -> list[ProbeResult]:
+    """Every registered probe: per block when it needs features, else once.
+
+    A probe that cannot be computed on some input (``ProbeError``) is recorded as
+    unavailable with its message, never as a made-up number.
+    """
+    results = []
+    for probe in probes.list_probes():
+        per_block = "features" in probe.needs or "random_features" in probe.needs
+        inputs = (
+            [{"features": f, "random_features": r, "labels": labels}
+             for f, r in zip(features.pretrained, features.random_init)]
+            if per_block
+            else [{"source_probs": features.source_probs, "labels": labels}]
+        )
+        values, errors = [], []
+        for kwargs in inputs:
+            try:
+                values.append(probes.compute(probe, **kwargs))
+                errors.append(None)
+            except ProbeError as exc:
+                values.append(None)
+                errors.append(str(exc))
+        results.append(ProbeResult(probe.name, per_block, tuple(values), tuple(errors)))
+    return results

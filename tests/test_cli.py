@@ -1,0 +1,152 @@
+"""nbtl-recommend: the bundled sample end to end, and every bad input as a clean exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from recommender.cli import main
+from recommender.errors import EXIT_DATA, EXIT_MODEL, EXIT_USAGE
+
+SMALL = ["--max-per-class", "3", "--workers", "0"]
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["nbtl-recommend", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return info.value.code or 0, out, err
+
+
+def tree(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def sample_json(sample_dir, tmp_path_factory):
+    """The console script itself on the bundled sample, JSON on stdout."""
+    result = subprocess.run(
+        [sys.executable, "-m", "recommender", str(sample_dir), *SMALL, "--json", "-"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_sample_run_writes_json_to_stdout_and_the_report_to_stderr(sample_json):
+    document = json.loads(sample_json.stdout)
+    assert document["schema_version"] == "1.0"
+    assert "Recommended fine-tuning settings" in sample_json.stderr
+    assert "Traceback" not in sample_json.stderr
+
+
+def test_sample_json_has_the_documented_fields(sample_json):
+    document = json.loads(sample_json.stdout)
+    assert document["dataset"]["num_classes"] == 10
+    assert document["dataset"]["num_images"] == 30
+    assert document["model"]["name"] == "tf_efficientnet_lite0"
+    hp = document["recommendation"]["hyperparameters"]
+    assert isinstance(hp["reinit_top_blocks"], int)
+    assert all({"name", "lr", "modules"} <= set(g) for g in hp["lr_groups"])
+    assert isinstance(hp["l2sp_weight"], float) and isinstance(hp["l2_weight"], float)
+    assert document["recommendation"]["reasons"]
+    assert set(document["measures"]["probes"]) >= {"linear_probe_accuracy", "logme", "leep",
+                                                   "pretraining_gain"}
+
+
+def test_report_shows_the_dataset_the_probe_table_and_the_recommendation(
+        monkeypatch, capsys, sample_dir):
+    code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL)
+    assert code == 0
+    for text in ("10 classes", "Measures by block", "stage1", "neck", "reinit_top_blocks",
+                 "Learning-rate groups"):
+        assert text in out
+
+
+def test_json_file_is_written_where_asked(monkeypatch, capsys, sample_dir, tmp_path):
+    target = tmp_path / "out.json"
+    code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--json", str(target))
+    assert code == 0 and "Recommended" in out
+    assert json.loads(target.read_text())["dataset"]["num_images"] == 30
+
+
+def test_the_run_leaves_the_dataset_folder_untouched(monkeypatch, capsys, sample_dir):
+    before = tree(sample_dir)
+    run(monkeypatch, capsys, str(sample_dir), *SMALL, "--quiet")
+    assert tree(sample_dir) == before
+
+
+def test_json_inside_the_dataset_folder_is_refused(monkeypatch, capsys, sample_dir):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), "--json",
+                       str(sample_dir / "out.json"))
+    assert code == EXIT_USAGE and "never writes into a dataset folder" in err
+    assert not (sample_dir / "out.json").exists()
+
+
+def test_missing_dataset_path_is_a_data_error(monkeypatch, capsys, tmp_path):
+    code, _, err = run(monkeypatch, capsys, str(tmp_path / "nowhere"))
+    assert code == EXIT_DATA and "nowhere" in err and "Traceback" not in err
+
+
+def test_folder_without_images_is_a_data_error(monkeypatch, capsys, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "notes.txt").write_text("hello")
+    code, _, err = run(monkeypatch, capsys, str(tmp_path))
+    assert code == EXIT_DATA and "Traceback" not in err
+
+
+def test_a_single_usable_class_is_a_data_error(monkeypatch, capsys, tmp_path):
+    for i in range(3):
+        (tmp_path / "only").mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (i, i, i)).save(tmp_path / "only" / f"{i}.png")
+    code, _, err = run(monkeypatch, capsys, str(tmp_path))
+    assert code == EXIT_DATA and "class" in err
+
+
+def test_unknown_option_is_a_usage_error(monkeypatch, capsys, sample_dir):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), "--frobnicate")
+    assert code == EXIT_USAGE and "frobnicate" in err
+
+
+def test_missing_path_argument_is_a_usage_error(monkeypatch, capsys):
+    code, _, err = run(monkeypatch, capsys)
+    assert code == EXIT_USAGE and "PATH" in err
+
+
+def test_unknown_model_is_a_model_error(monkeypatch, capsys, sample_dir):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--model", "no_such_net")
+    assert code == EXIT_MODEL and "no_such_net" in err
+
+
+def test_hub_model_offline_is_a_model_error_pointing_at_weights(monkeypatch, capsys, sample_dir):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--model", "resnet18",
+                       "--offline")
+    assert code == EXIT_MODEL and "--weights" in err
+
+
+def test_pickled_weights_are_refused_as_a_model_error(monkeypatch, capsys, sample_dir, tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"w": object()}, path)
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--weights", str(path))
+    assert code == EXIT_MODEL and "weights_only" in err
+
+
+def test_list_probes_names_every_registered_probe(monkeypatch, capsys):
+    import probes
+
+    code, out, _ = run(monkeypatch, capsys, "--list-probes")
+    assert code == 0
+    assert all(p.name in out for p in probes.list_probes())
+
+
+def test_help_documents_the_exit_codes(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "--help")
+    assert code == 0 and "Exit codes" in out and "--max-per-class" in out

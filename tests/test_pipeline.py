@@ -1,0 +1,62 @@
+"""The Python API: one call from a folder to the result that the report and JSON are made of."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import probes
+import recommender
+
+
+@pytest.fixture(scope="module")
+def result(sample_dir):
+    return recommender.recommend(sample_dir, max_per_class=4, workers=0)
+
+
+def test_api_result_carries_dataset_model_measures_and_recommendation(result):
+    assert len(result.dataset.samples) == 40
+    assert result.model["name"] == "tf_efficientnet_lite0"
+    assert result.blocks == ("stage1", "stage2", "stage3", "stage4", "stage5", "neck")
+    hp = result.recommendation.to_dict()["hyperparameters"]
+    assert 0 <= hp["reinit_top_blocks"] < len(result.blocks)
+
+
+def test_every_registered_probe_is_measured(result):
+    assert [p.name for p in result.probes] == [p.name for p in probes.list_probes()]
+
+
+def test_feature_probes_are_per_block_and_source_head_probes_are_once(result):
+    by_name = {p.name: p for p in result.probes}
+    assert by_name["logme"].per_block and len(by_name["logme"].values) == 6
+    assert not by_name["leep"].per_block and len(by_name["leep"].values) == 1
+
+
+def test_linear_probe_on_pretrained_features_beats_chance(result):
+    probe = {p.name: p for p in result.probes}["linear_probe_accuracy"]
+    assert probe.summary.value > 0.3  # 10 classes: chance is 0.1
+    assert probe.summary.spread is not None
+
+
+def test_json_document_is_strict_json_with_the_schema_fields(result):
+    document = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert {"schema_version", "dataset", "model", "measures", "recommendation"} <= set(document)
+    assert {"hyperparameters", "reasons"} <= set(document["recommendation"])
+
+
+def test_same_inputs_and_seed_give_the_same_json(sample_dir, result):
+    again = recommender.recommend(sample_dir, max_per_class=4, workers=0, use_cache=False)
+    assert json.dumps(again.to_dict()) == json.dumps(result.to_dict())
+
+
+def test_another_seed_samples_other_images(sample_dir, result):
+    other = recommender.recommend(sample_dir, max_per_class=4, seed=1, workers=0)
+    assert other.dataset.samples != result.dataset.samples
+
+
+def test_stage_callback_hears_each_step(sample_dir):
+    heard = []
+    recommender.recommend(sample_dir, max_per_class=2, workers=0, on_stage=heard.append)
+    assert heard == ["Scanning the dataset", "Loading the backbone", "Extracting features",
+                     "Computing probes"]
