@@ -14,7 +14,7 @@ import typer
 from recommender import report
 from recommender.errors import EXIT_USAGE, NbtlError, UsageError
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None)
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
 
 class Device(str, Enum):
@@ -125,25 +125,28 @@ def _resolve_device(device: Device) -> str:
 
 def main() -> None:
     """Console-script entry point: NbtlError -> message on stderr and its exit code."""
+    command = typer.main.get_command(app)
     try:
-        app(standalone_mode=False)
+        command.main(prog_name="nbtl-recommend", standalone_mode=False)
     except NbtlError as exc:
         report.print_error(exc)
-        sys.exit(exc.exit_code)
-    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("nbtl-recommend: interrupted.", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and genuine bugs
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        if _is_usage_error(exc):
             exc.show()
-            sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+            sys.exit(EXIT_USAGE)
         if os.environ.get("NBTL_DEBUG"):
             raise
         print(f"nbtl-recommend: internal error: {type(exc).__name__}: {exc}\n"
               "This is a bug; please report it. Set NBTL_DEBUG=1 to see the traceback.",
               file=sys.stderr)
         sys.exit(1)
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Click's own errors (unknown option, bad value); typer vendors click, so duck-type."""
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__) and callable(
+        getattr(exc, "show", None))

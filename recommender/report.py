@@ -143,7 +143,8 @@ def _print_measures(result: Result, out: Console) -> None:
 def _print_recommendation(rec: dict[str, Any], out: Console) -> None:
     hp = rec["hyperparameters"]
     table = Table(title="Recommended fine-tuning settings", title_justify="left")
-    for column in ("setting", "value", "search range", "confidence", "decided by"):
+    table.add_column("setting", no_wrap=True)
+    for column in ("value", "search range", "confidence", "decided by"):
         table.add_column(column, overflow="fold")
     defaults = set(rec.get("defaults_used", ()))
     for name, detail in rec["details"].items():

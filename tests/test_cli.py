@@ -18,6 +18,7 @@ SMALL = ["--max-per-class", "3", "--workers", "0"]
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     monkeypatch.setattr(sys, "argv", ["nbtl-recommend", *args])
+    monkeypatch.setenv("COLUMNS", "160")  # a wide terminal: no names folded in tables
     with pytest.raises(SystemExit) as info:
         main()
         raise SystemExit(0)
