@@ -6,6 +6,7 @@ and the JSON document are made from.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -177,28 +178,57 @@ def recommend(
     )
 
 
-def run_probes(features: Features, labels: np.ndarray) -> list[ProbeResult]:
+def run_probes(
+    features: Features, labels: np.ndarray, jobs: int | None = None
+) -> list[ProbeResult]:
     """Every registered probe: per block when it needs features, else once.
 
-    A probe that cannot be computed on some input (``ProbeError``) is recorded as
-    unavailable with its message, never as a made-up number.
+    Blocks are independent, so their probes run in ``jobs`` worker processes (default: one
+    per CPU core; the probes' fits are single-threaded). A probe that cannot be computed on
+    some input (``ProbeError``) is recorded as unavailable with its message, never as a
+    made-up number.
     """
+    registered = probes.list_probes()
+    per_block = [p.name for p in registered if {"features", "random_features"} & set(p.needs)]
+    blocks = list(zip(features.pretrained, features.random_init))
+    jobs = min(len(blocks), jobs or os.cpu_count() or 1)
+    if jobs > 1:
+        from joblib import Parallel, delayed
+
+        columns = Parallel(n_jobs=jobs, backend="loky")(
+            delayed(_measure)(per_block, {"features": f, "random_features": r, "labels": labels})
+            for f, r in blocks)
+    else:
+        columns = [_measure(per_block, {"features": f, "random_features": r, "labels": labels})
+                   for f, r in blocks]
+    once = _measure([p.name for p in registered if p.name not in per_block],
+                    {"source_probs": features.source_probs, "labels": labels})
     results = []
-    for probe in probes.list_probes():
-        per_block = "features" in probe.needs or "random_features" in probe.needs
-        inputs = (
-            [{"features": f, "random_features": r, "labels": labels}
-             for f, r in zip(features.pretrained, features.random_init)]
-            if per_block
-            else [{"source_probs": features.source_probs, "labels": labels}]
-        )
-        values, errors = [], []
-        for kwargs in inputs:
-            try:
-                values.append(probes.compute(probe, **kwargs))
-                errors.append(None)
-            except ProbeError as exc:
-                values.append(None)
-                errors.append(str(exc))
-        results.append(ProbeResult(probe.name, per_block, tuple(values), tuple(errors)))
+    for probe in registered:
+        if probe.name in per_block:
+            cells = [column[probe.name] for column in columns]
+            results.append(ProbeResult(probe.name, True, tuple(c[0] for c in cells),
+                                       tuple(c[1] for c in cells)))
+        else:
+            value, error = once[probe.name]
+            results.append(ProbeResult(probe.name, False, (value,), (error,)))
     return results
+
+
+def _measure(names: list[str], inputs: dict[str, np.ndarray]
+             ) -> dict[str, tuple[Measurement | None, str | None]]:
+    """Each named probe on one set of inputs, in order (so memoised fits are re-used).
+
+    BLAS runs on one thread whatever the process, so that a value does not depend on the
+    number of jobs or cores (a different reduction order changes the last bits).
+    """
+    from threadpoolctl import threadpool_limits
+
+    out: dict[str, tuple[Measurement | None, str | None]] = {}
+    with threadpool_limits(limits=1):
+        for name in names:
+            try:
+                out[name] = (probes.compute(name, **inputs), None)
+            except ProbeError as exc:
+                out[name] = (None, str(exc))
+    return out

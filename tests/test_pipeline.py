@@ -60,3 +60,20 @@ def test_stage_callback_hears_each_step(sample_dir):
     recommender.recommend(sample_dir, max_per_class=2, workers=0, on_stage=heard.append)
     assert heard == ["Scanning the dataset", "Loading the backbone", "Extracting features",
                      "Computing probes"]
+
+
+def test_probe_values_do_not_depend_on_the_number_of_jobs():
+    import numpy as np
+
+    from recommender.features import Features
+    from recommender.pipeline import run_probes
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 15)
+    blocks = tuple(rng.normal(size=(60, d)).astype(np.float32) + labels[:, None] * 0.3
+                   for d in (8, 64))
+    probs = rng.dirichlet(np.ones(20), size=60)
+    features = Features(("a", "b"), blocks, tuple(b[::-1].copy() for b in blocks), probs)
+    one = [p.to_dict() for p in run_probes(features, labels, jobs=1)]
+    two = [p.to_dict() for p in run_probes(features, labels, jobs=2)]
+    assert json.dumps(one) == json.dumps(two)
