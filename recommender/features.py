@@ -44,6 +44,12 @@ class Features:
 
 
 class _ImageFiles(TorchDataset):
+    """Images as tensors; a file that fails to decode yields its error, not an exception.
+
+    An exception raised in a DataLoader worker comes back re-wrapped with the worker's
+    traceback in its message, so failures travel as data and are raised in the main process.
+    """
+
     def __init__(self, paths: Sequence[Path], transform: Callable) -> None:
         self.paths = list(paths)
         self.transform = transform
@@ -51,16 +57,28 @@ class _ImageFiles(TorchDataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        path = self.paths[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         try:
-            image = open_rgb(path)
-        except UnreadableImage as exc:  # the file changed after the dataset scan
+            return self.transform(open_rgb(self.paths[index])), ""
+        except UnreadableImage as exc:
+            return torch.zeros(0), exc.reason
+
+
+def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[str]]:
+    errors = [error for _, error in items]
+    if any(errors):
+        return torch.zeros(0), errors
+    return torch.stack([tensor for tensor, _ in items]), errors
+
+
+def _raise_unreadable(paths: Sequence[Path], start: int, errors: Sequence[str]) -> None:
+    for offset, reason in enumerate(errors):
+        if reason:
             raise DatasetError(
-                f"{path} became unreadable during feature extraction ({exc.reason}).",
+                f"{paths[start + offset]} became unreadable during feature extraction "
+                f"({reason}).",
                 "Do not modify the dataset while nbtl runs, then run again.",
-            ) from None
-        return self.transform(image)
+            )
 
 
 def cache_key(paths: Sequence[Path], backbone: Backbone) -> str:
@@ -119,7 +137,7 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
         workers = min(4, os.cpu_count() or 1)
     loader = DataLoader(
         _ImageFiles(paths, transform), batch_size=batch_size, shuffle=False,
-        num_workers=workers, pin_memory=device.startswith("cuda"),
+        num_workers=workers, pin_memory=device.startswith("cuda"), collate_fn=_collate,
     )
     models = [backbone.model, backbone.random_init()]
     modes = [m.training for m in models]
@@ -130,9 +148,12 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
     probs: list[np.ndarray] = []
     try:
         with torch.inference_mode():
-            for batch in loader:
-                batch = batch.to(device, non_blocking=True,
-                                 memory_format=torch.channels_last)
+            done = 0
+            for images, errors in loader:
+                _raise_unreadable(paths, done, errors)
+                done += len(errors)
+                batch = images.to(device, non_blocking=True,
+                                  memory_format=torch.channels_last)
                 for model, store in zip(models, outputs):
                     points, logits = _forward(model, batch, len(backbone.blocks))
                     for column, point in zip(store, points):

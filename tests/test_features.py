@@ -104,3 +104,19 @@ def test_a_damaged_cache_file_is_replaced(few_paths, backbone, private_cache):
     again = extract_features(paths, backbone, workers=0)
     assert not again.from_cache
     assert extract_features(paths, backbone, workers=0).from_cache
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_file_that_breaks_after_the_scan_is_a_clean_dataset_error(
+        few_paths, backbone, tmp_path, workers):
+    from recommender.errors import DatasetError
+
+    paths = []
+    for path in few_paths[:3]:
+        paths.append(tmp_path / path.name)
+        shutil.copy(path, paths[-1])
+    paths[1].write_bytes(b"")  # emptied after the dataset was scanned
+    with pytest.raises(DatasetError) as info:
+        extract_features(paths, backbone, batch_size=2, workers=workers, use_cache=False)
+    assert str(paths[1]) in info.value.message and "empty file" in info.value.message
+    assert "Traceback" not in str(info.value)
