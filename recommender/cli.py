@@ -92,14 +92,17 @@ def recommend_command(
         on_stage=None if quiet else report.stage_printer(err),
         on_batch_factory=None if quiet else report.progress_factory(err),
     )
+    # The JSON file first: a report cut short (a closed pipe) must not lose it.
+    if json_out and not json_to_stdout:
+        Path(json_out).write_text(_document(result), encoding="utf-8")
     if not quiet:
         report.print_report(result, out)
-    if json_out:
-        document = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
-        if json_to_stdout:
-            sys.stdout.write(document)
-        else:
-            Path(json_out).write_text(document, encoding="utf-8")
+    if json_to_stdout:
+        sys.stdout.write(_document(result))
+
+
+def _document(result) -> str:
+    return json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
 
 
 def _refuse_inside(target: Path, dataset: Path) -> None:

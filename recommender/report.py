@@ -114,8 +114,9 @@ def _print_model(model: dict[str, Any], out: Console) -> None:
 def _print_measures(result: Result, out: Console) -> None:
     registry = {p.name: p for p in probes.list_probes()}
     per_block = [p for p in result.probes if p.per_block]
-    table = Table(title="Measures by block (input at the top, penultimate features at the "
-                        "bottom)", title_justify="left")
+    table = Table(title="Measures by block", title_justify="left",
+                  caption="top row: nearest the input; bottom row: penultimate features",
+                  caption_justify="left")
     table.add_column("block")
     table.add_column("dim", justify="right")
     for p in per_block:

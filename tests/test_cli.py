@@ -151,3 +151,23 @@ def test_list_probes_names_every_registered_probe(monkeypatch, capsys):
 def test_help_documents_the_exit_codes(monkeypatch, capsys):
     code, out, _ = run(monkeypatch, capsys, "--help")
     assert code == 0 and "Exit codes" in out and "--max-per-class" in out
+
+
+def test_skipped_files_are_listed_in_the_report_and_the_json(monkeypatch, capsys, sample_dir,
+                                                               tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    for name in ("bag", "trouser"):
+        (data / name).mkdir(parents=True)
+        for image in sorted((sample_dir / name).glob("*.png"))[:3]:
+            shutil.copy(image, data / name / image.name)
+    (data / "bag" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (data / "trouser" / "empty.jpg").write_bytes(b"")
+    target = tmp_path / "out.json"
+    code, out, _ = run(monkeypatch, capsys, str(data), "--workers", "0", "--json", str(target))
+    assert code == 0
+    assert "2 skipped" in out and "bag/broken.png" in out and "trouser/empty.jpg" in out
+    dataset = json.loads(target.read_text())["dataset"]
+    assert dataset["num_skipped"] == 2 and dataset["num_images"] == 6
+    assert {s["path"] for s in dataset["skipped"]} == {"bag/broken.png", "trouser/empty.jpg"}
