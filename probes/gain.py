@@ -79,8 +79,10 @@ register(
         func=pretraining_gain,
         needs=("features", "random_features", "labels"),
         higher_is_better=True,
-        meaning="probe accuracy gained over the same network untrained; higher is better",
-        reference="measures.md, pre-training gain (stand-in for the paper's scratch-probe gap)",
+        meaning="probe accuracy on pre-trained minus on random-init features of the same "
+        "network; higher is better",
+        reference="Plested et al. 2021's scratch-minus-probe gap, stand-in without training; "
+        "Yosinski et al., NeurIPS 2014 (random-feature baseline)",
         label="PT gain",
         unit="fraction",
         spread=_gain_spread,
