@@ -26,6 +26,9 @@ from heuristics.types import CONFIDENCE_LEVELS, Confidence, Derived, Rule, View
 # lies in (None: any finite number). Unknown names are ignored by recommend().
 MEASURE_BOUNDS: dict[str, tuple[float, float] | None] = {
     "linear_probe_accuracy": (0.0, 1.0),  # a fraction, not a percentage
+    # Standard deviation of the probe's accuracy over cross-validation folds (a per-block
+    # profile: the noise against which a drop between blocks is judged).
+    "linear_probe_accuracy_spread": (0.0, 1.0),
     "scratch_accuracy": (0.0, 1.0),
     "pretraining_gain": (-1.0, 1.0),  # difference of two accuracies
     "logme": None,
@@ -75,6 +78,10 @@ DEFAULT_L2_WEIGHT = 1e-4
 # below the peak of more than 2 accuracy points (about a cross-validation spread), or for LogME
 # 5 % of max(|peak|, span) (LogME has no natural unit).
 PROFILE_ACCURACY_TOLERANCE = 0.02
+# A drop no larger than this many fold standard deviations of the probe (at the peak or the top
+# block, whichever is noisier) is not evidence: on small targets the folds disagree by more than
+# the tolerance above. Provisional nbtl choice, to be calibrated by the benchmark issue.
+PROFILE_NOISE_STDS = 1.0
 PROFILE_LOGME_RELATIVE_TOLERANCE = 0.05
 # New layers need data (Plested & Gedeon 2019: the best number of transferred layers depends
 # on the target size). At most this many top blocks re-initialised below each number of images
@@ -188,6 +195,10 @@ def _split_choices(v: View) -> tuple[str, ...]:
     return tuple(names[i] for i in (k - 1, k, k + 1) if 1 <= i <= n - 1)
 
 
+def _noise_at_peak_and_top(spread, shape) -> float:
+    return max(spread[shape.peak_index], spread[-1])
+
+
 def _chance_normalised(v: View) -> float:
     chance = 1.0 / v["num_classes"]
     return (v["linear_probe_accuracy"] - chance) / (1.0 - chance)
@@ -213,6 +224,10 @@ DERIVED: dict[str, Derived] = {d.name: d for d in (
             lambda v: absolute_shape(v["profile.linear_probe_accuracy"], v["block_names"],
                                      PROFILE_ACCURACY_TOLERANCE),
             "peak and drop of the per-block linear-probe accuracy"),
+    Derived("accuracy_noise", ("profile.linear_probe_accuracy_spread", "accuracy_shape"),
+            lambda v: _noise_at_peak_and_top(v["profile.linear_probe_accuracy_spread"],
+                                             v["accuracy_shape"]),
+            "fold standard deviation of the probe at the peak or the top block, the larger"),
     Derived("logme_shape", ("profile.logme", "block_names"),
             lambda v: relative_shape(v["profile.logme"], v["block_names"],
                                      PROFILE_LOGME_RELATIVE_TOLERANCE),
@@ -411,6 +426,24 @@ _REINIT_RULES = (
         confidence="low",
         search_range=_zero_to_value,
         source=_BINARY,
+    ),
+    Rule(
+        id="reinit.drop_within_noise", target="reinit_top_blocks", kind="adjust",
+        needs=("reinit_top_blocks", "accuracy_shape", "accuracy_noise"),
+        condition=lambda v: (v["reinit_top_blocks"] > 0
+                             and v["accuracy_shape"].drop <= v["noise_stds"] * v["accuracy_noise"]),
+        effect=lambda v: 0,
+        reason="The top block's linear-probe accuracy is {accuracy_shape.drop:.3g} below its "
+               "peak, within {noise_stds:g} fold standard deviation ({accuracy_noise:.3g}) of "
+               "the probe, so the drop is not evidence and no block is re-initialised "
+               "({previous} -> {value}).",
+        when="reinit_top_blocks {reinit_top_blocks} > 0 and drop {accuracy_shape.drop:.3g} <= "
+             "{noise_stds:g} x fold std {accuracy_noise:.3g}",
+        params={"noise_stds": PROFILE_NOISE_STDS},
+        confidence="low",
+        # From 0 up to what the profile alone suggested: the search decides.
+        search_range=lambda v: tuple(range(v["previous"] + 1)),
+        source=f"{_YOSINSKI_2014}; noise criterion provisional",
     ),
     Rule(
         id="reinit.poor_fit_keeps_layers", target="reinit_top_blocks", kind="adjust",

@@ -153,8 +153,12 @@ def recommend(
     timings["probes_s"] = time.perf_counter() - mark
 
     summary = {p.name: p.summary.value for p in results if p.summary is not None}
-    profile = {p.name: [m.value for m in p.values] for p in results
-               if p.per_block and all(m is not None for m in p.values)}
+    profile = {}
+    for p in results:
+        if p.per_block and all(m is not None for m in p.values):
+            profile[p.name] = [m.value for m in p.values]
+            if all(m.spread is not None for m in p.values):  # fold noise, for the rules
+                profile[f"{p.name}_spread"] = [m.spread for m in p.values]
     recommendation = heuristics.recommend(
         summary,
         profile=profile,

@@ -495,3 +495,39 @@ def test_an_adjust_rule_must_need_its_target():
     with pytest.raises(ValueError, match="must list it in needs"):
         Rule(id="x", target="base_lr", needs=(), condition=lambda v: True,
              effect=lambda v: 0.1, reason="", source="", kind="adjust")
+
+
+# --- a drop within the probe's own noise ------------------------------------------------------
+
+_NOISE_BLOCKS = [Block(f"stage{i}", (f"blocks.{i}",)) for i in range(1, 6)] + [
+    Block("neck", ("conv_head", "bn2"))]
+_PEAKED = [0.55, 0.64, 0.65, 0.73, 0.755, 0.72]  # the bundled sample's profile, seed 0
+
+
+def _reinit_with_spread(spread):
+    profile = {"linear_probe_accuracy": _PEAKED}
+    if spread is not None:
+        profile["linear_probe_accuracy_spread"] = spread
+    return recommend({"linear_probe_accuracy": 0.72, "pretraining_gain": 0.2},
+                     profile=profile, blocks=_NOISE_BLOCKS, num_images=200, num_classes=10)
+
+
+def test_drop_larger_than_the_folds_spread_reinitialises_the_top_block():
+    rec = _reinit_with_spread([0.01] * 6)
+    assert rec.hyperparameters.reinit_top_blocks == 1
+
+
+def test_drop_within_the_folds_spread_reinitialises_nothing():
+    rec = _reinit_with_spread([0.04, 0.05, 0.02, 0.04, 0.07, 0.06])
+    assert rec.hyperparameters.reinit_top_blocks == 0
+    fired = [r.rule for r in rec.reasons]
+    assert "reinit.drop_within_noise" in fired
+    assert rec.details["reinit_top_blocks"].confidence == "low"
+
+
+def test_without_spreads_the_noise_rule_is_skipped_and_traced():
+    rec = _reinit_with_spread(None)
+    assert rec.hyperparameters.reinit_top_blocks == 1
+    trace = {t.rule: t for t in rec.trace}
+    assert not trace["reinit.drop_within_noise"].fired
+    assert "linear_probe_accuracy_spread" in trace["reinit.drop_within_noise"].why
