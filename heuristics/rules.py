@@ -128,13 +128,16 @@ HEAD_LR_CAP = 0.1
 _PLESTED_2021 = "Plested, Shen, Gedeon 2021, Non-binary deep transfer learning (arXiv 2107.08585)"
 _CODE = ("official code of Plested et al. 2021 (github.com/XuyangSHEN/"
          "Non-binary-deep-transfer-learning-for-image-classification)")
-_BINARY = ("binary practice (rules.md): every block transferred, new classifier, lr 0.01, "
+_BINARY = ("common binary practice, the default Plested et al. 2021 improve on: every block "
+           "transferred, "
+           "new classifier, lr 0.01, "
            "momentum 0.9, weight decay 1e-4")
 _LI_2018 = "Li, Grandvalet, Davoine, ICML 2018 (L2-SP)"
 _LI_2020 = "Li, Chaudhari et al., ICLR 2020 (effective learning rate by domain similarity)"
 _YOSINSKI_2014 = "Yosinski et al., NeurIPS 2014 (early features general, top ones specific)"
 _PLESTED_2019 = "Plested & Gedeon, ICONIP 2019 (layers to transfer depend on target size)"
-_FASTAI = "fastai discriminative learning rates; tllib backbone at 0.1x the head (rules.md)"
+_FASTAI = ("fastai discriminative learning rates; tllib (Transfer-Learning-Library) backbone "
+           "at 0.1x the head")
 
 # ---------------------------------------------------------------------------------------------
 # Small pure helpers used by the table
@@ -284,7 +287,8 @@ _FIT_RULES = (
         params={"min_gain": FIT_MIN_PRETRAINING_GAIN},
         confidence=lambda v: at_most(
             by_margin(v["pretraining_gain"] - v["min_gain"], FIT_CONFIDENCE_BAND), "medium"),
-        source=f"{_PLESTED_2021}, with the pre-training gain of measures.md as a stand-in for "
+        source=f"{_PLESTED_2021}, with the pre-training gain (probe on pre-trained minus "
+               "random-init features) as a stand-in for "
                "scratch training; threshold provisional",
     ),
     Rule(
@@ -300,7 +304,8 @@ _FIT_RULES = (
         params={"min_gain": FIT_MIN_PRETRAINING_GAIN},
         confidence=lambda v: at_most(
             by_margin(v["pretraining_gain"] - v["min_gain"], FIT_CONFIDENCE_BAND), "medium"),
-        source=f"{_PLESTED_2021}, with the pre-training gain of measures.md as a stand-in for "
+        source=f"{_PLESTED_2021}, with the pre-training gain (probe on pre-trained minus "
+               "random-init features) as a stand-in for "
                "scratch training; threshold provisional",
     ),
 )
