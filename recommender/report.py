@@ -145,8 +145,9 @@ def _print_recommendation(rec: dict[str, Any], out: Console) -> None:
     hp = rec["hyperparameters"]
     table = Table(title="Recommended fine-tuning settings", title_justify="left")
     table.add_column("setting", no_wrap=True)
-    for column in ("value", "search range", "confidence", "decided by"):
+    for column in ("value", "search range", "confidence"):
         table.add_column(column, overflow="fold")
+    table.add_column("decided by", no_wrap=True)
     defaults = set(rec.get("defaults_used", ()))
     for name, detail in rec["details"].items():
         rule = detail["reasons"][-1] if detail["reasons"] else ""
@@ -194,6 +195,8 @@ def _fmt_value(value: Any) -> str:
 
 
 def _fmt_range(span: Any) -> str:
+    if isinstance(span, (list, tuple)) and len(span) == 2 and span[0] == span[1]:
+        return _fmt_value(span[0])
     if isinstance(span, (list, tuple)) and len(span) == 2:
         return f"{_fmt_value(span[0])} – {_fmt_value(span[1])}"
     if isinstance(span, (list, tuple)):
