@@ -161,10 +161,13 @@ def _print_recommendation(rec: dict[str, Any], out: Console) -> None:
     for group in hp["lr_groups"]:
         groups.add_row(group["name"], _fmt_value(group["lr"]), ", ".join(group["modules"]))
     out.print(groups)
-    regularised = ", ".join(hp["l2sp_modules"]) or "none"
-    out.print(Text(f"L2-SP (alpha {_fmt_value(hp['l2sp_weight'])}) on: {regularised}; "
-                   f"L2 (beta {_fmt_value(hp['l2_weight'])}) on every other weight, "
-                   "BatchNorm excluded."), overflow="fold")
+    l2 = f"L2 (beta {_fmt_value(hp['l2_weight'])})"
+    if hp["l2sp_weight"] > 0 and hp["l2sp_modules"]:
+        out.print(Text(f"L2-SP (alpha {_fmt_value(hp['l2sp_weight'])}) on: "
+                       f"{', '.join(hp['l2sp_modules'])}; {l2} on every other weight, "
+                       "BatchNorm excluded."), overflow="fold")
+    else:
+        out.print(Text(f"L2-SP off; {l2} on every weight, BatchNorm excluded."))
     out.print()
     out.print(Text("Why", style="bold"))
     for reason in rec["reasons"]:
