@@ -86,7 +86,7 @@ def recommend_command(
         seed=seed,
         batch_size=batch_size,
         workers=workers,
-        device=_resolve_device(device),
+        device=device.value,
         use_cache=not no_cache,
         offline=offline,
         on_stage=None if quiet else report.stage_printer(err),
@@ -113,17 +113,6 @@ def _refuse_inside(target: Path, dataset: Path) -> None:
             f"--json {target} is inside the dataset folder {dataset}.",
             "nbtl never writes into a dataset folder; choose a path outside it.",
         )
-
-
-def _resolve_device(device: Device) -> str:
-    import torch
-
-    if device is Device.auto:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device is Device.cuda and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA GPU is available.",
-                         "Use --device cpu (or auto).")
-    return device.value
 
 
 def main() -> None:

@@ -104,7 +104,7 @@ def extract_features(
     *,
     batch_size: int = 32,
     workers: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     use_cache: bool = True,
     on_batch: Callable[[int], None] | None = None,
 ) -> Features:
@@ -123,10 +123,20 @@ def extract_features(
             if on_batch is not None:
                 on_batch(len(paths))
             return loaded
-    features = _extract(paths, backbone, batch_size, workers, device, on_batch)
+    features = _extract(paths, backbone, batch_size, workers, resolve_device(device), on_batch)
     if use_cache:
         _save(cached_file, features)
     return features
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"``: CUDA when a GPU is present, else the CPU; ``"cuda"`` without one: UsageError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} was asked for, but no CUDA GPU is available.",
+                         "Use --device cpu (or auto).")
+    return device
 
 
 def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features:

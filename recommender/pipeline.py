@@ -105,7 +105,7 @@ def recommend(
     seed: int = 0,
     batch_size: int = 32,
     workers: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     use_cache: bool = True,
     offline: bool = False,
     on_stage: Callable[[str], None] | None = None,

@@ -120,3 +120,15 @@ def test_a_file_that_breaks_after_the_scan_is_a_clean_dataset_error(
         extract_features(paths, backbone, batch_size=2, workers=workers, use_cache=False)
     assert str(paths[1]) in info.value.message and "empty file" in info.value.message
     assert "Traceback" not in str(info.value)
+
+
+def test_cuda_without_a_gpu_is_a_usage_error(monkeypatch):
+    import torch
+
+    from recommender.errors import UsageError
+    from recommender.features import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(UsageError, match="no CUDA GPU"):
+        resolve_device("cuda")
