@@ -57,6 +57,8 @@ def recommend_command(
         "--quiet", "-q", help="No report or progress; errors only.")] = False,
     list_probes: Annotated[bool, typer.Option(
         "--list-probes", help="List the available measures and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")]
+        = False,
 ) -> None:
     """Analyse how well a pre-trained backbone fits an image dataset, layer by layer, and
     recommend non-binary fine-tuning settings (layers to re-initialise, per-group learning
@@ -64,6 +66,11 @@ def recommend_command(
 
     Exit codes: 0 success, 2 bad usage, 3 unusable dataset, 4 model or weights unavailable.
     """
+    if version:
+        from recommender import __version__
+
+        print(f"nbtl {__version__}")
+        return
     if list_probes:
         report.print_probe_list(report.console(stderr=False))
         return

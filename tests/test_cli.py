@@ -171,3 +171,10 @@ def test_skipped_files_are_listed_in_the_report_and_the_json(monkeypatch, capsys
     dataset = json.loads(target.read_text())["dataset"]
     assert dataset["num_skipped"] == 2 and dataset["num_images"] == 6
     assert {s["path"] for s in dataset["skipped"]} == {"bag/broken.png", "trouser/empty.jpg"}
+
+
+def test_version_prints_the_package_version(monkeypatch, capsys):
+    from importlib.metadata import version
+
+    code, out, _ = run(monkeypatch, capsys, "--version")
+    assert code == 0 and out.strip() == f"nbtl {version('nbtl')}"
