@@ -259,20 +259,21 @@ def convert_efficientnet_pytorch(
             index, part, param = int(match.group(1)), match.group(2), match.group(3)
             table = _BLOCK_EXPAND if index in expanded else _BLOCK_NO_EXPAND
             if index >= len(positions) or part not in table:
-                raise ModelUnavailableError(
-                    f"Unexpected key '{key}' for {name}.",
-                    "The weights file does not match this architecture; pass --model.",
-                )
+                raise _unexpected_key(key, name)
             out[f"{positions[index]}.{table[part]}.{param}"] = value
         else:
             module, _, param = key.partition(".")
             if module not in _STEM_HEAD:
-                raise ModelUnavailableError(
-                    f"Unexpected key '{key}' for {name}.",
-                    "The weights file does not match this architecture; pass --model.",
-                )
+                raise _unexpected_key(key, name)
             out[f"{_STEM_HEAD[module]}.{param}"] = value
     return out
+
+
+def _unexpected_key(key: str, name: str) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"Unexpected key '{key}' for {name}.",
+        "The weights file does not match this architecture; pass --model.",
+    )
 
 
 def _classifier_name(net: nn.Module) -> str:

@@ -65,7 +65,7 @@ class Result:
     features_from_cache: bool = field(default=False, compare=False)
 
     def summary_measures(self) -> dict[str, float]:
-        return {p.name: p.summary.value for p in self.probes if p.summary is not None}
+        return summary_measures(self.probes)
 
     def to_dict(self) -> dict[str, Any]:
         registry = {p.name: p for p in probes.list_probes()}
@@ -152,7 +152,6 @@ def recommend(
     results = run_probes(features, labels)
     timings["probes_s"] = time.perf_counter() - mark
 
-    summary = {p.name: p.summary.value for p in results if p.summary is not None}
     profile = {}
     for p in results:
         if p.per_block and all(m is not None for m in p.values):
@@ -160,7 +159,7 @@ def recommend(
             if all(m.spread is not None for m in p.values):  # fold noise, for the rules
                 profile[f"{p.name}_spread"] = [m.spread for m in p.values]
     recommendation = heuristics.recommend(
-        summary,
+        summary_measures(results),
         profile=profile,
         blocks=backbone.blocks,
         head_modules=backbone.head_modules,
@@ -180,6 +179,11 @@ def recommend(
         timings=timings,
         features_from_cache=features.from_cache,
     )
+
+
+def summary_measures(results) -> dict[str, float]:
+    """Each probe's value at the penultimate features (or its single value): what rules read."""
+    return {p.name: p.summary.value for p in results if p.summary is not None}
 
 
 def run_probes(
