@@ -3,16 +3,22 @@
 Pure: the same rules and inputs give the same :class:`Evaluation`; nothing is validated here
 (that is :mod:`heuristics.validation`'s job at the front door).
 
-Semantics, rule by rule in table order:
+Semantics:
 
-1. A ``decide`` or ``default`` rule whose target an earlier rule already set is skipped.
-2. Its ``needs`` are looked up: a target set by an earlier rule, then a derived quantity
-   (computed from its own inputs), then an input. If one is missing the rule is skipped and
-   the trace says which name was missing.
+0. User overrides are set first, before any rule: each is a decision of its own (confidence
+   ``"user"``, rule ``"override"``), with a reason and a trace entry, so every rule that needs
+   an overridden target reads the user's value.
+1. Rule by rule in table order, a ``decide`` or ``default`` rule whose target is already set
+   (by an earlier rule or the user) is skipped; an ``adjust`` rule is skipped only when the
+   user set its target (an override wins over any rule).
+2. Its ``needs`` are looked up: a target already set, then a derived quantity (computed from
+   its own inputs), then an input. If one is missing the rule is skipped and the trace says
+   which name was missing.
 3. If ``condition(view)`` is false the rule is skipped, and the trace shows ``when`` filled in.
 4. Otherwise it fires: ``effect(view)`` becomes the target's value, with a reason sentence, a
    confidence (the weakest of the rule's own and that of every earlier target it needs), a
-   search range, and its provenance (the ids of every rule the value rests on).
+   search range, its provenance (the ids of every rule the value rests on) and the measures
+   it rests on (its inputs', and those behind every earlier target it needs).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heuristics.types import (
-    CONFIDENCE_LEVELS,
+    CONFIDENCE_ORDER,
     Confidence,
     Derived,
     FrozenMap,
@@ -31,17 +37,24 @@ from heuristics.types import (
     TraceEntry,
 )
 
+OVERRIDE = "override"  # the rule id of a user override, in reasons, details and the trace
+OVERRIDE_TEXT = "set by the user"
+OVERRIDE_SOURCE = "user override"
+
 
 @dataclass(frozen=True)
 class Decision:
     """The value a target ended up with, and what it rests on."""
 
     value: Any
-    set_by: str  # the rule that set the current value
-    rules: tuple[str, ...]  # provenance, in table order
+    set_by: str  # the rule that set the current value, or OVERRIDE
+    rules: tuple[str, ...]  # provenance, in table order (OVERRIDE first)
     confidence: Confidence
     range: tuple[Any, ...]
     default: bool  # set by a ``default`` rule
+    reason: str  # the setter's sentence, filled in
+    source: str  # the setter's source
+    measures: Mapping[str, Any]  # the reported inputs the value rests on
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,8 @@ class _Found:
 
 def evaluate(rules: Sequence[Rule], inputs: Mapping[str, Any],
              context: Mapping[str, Any] | None = None,
-             derived: Mapping[str, Derived] | None = None) -> Evaluation:
+             derived: Mapping[str, Derived] | None = None,
+             overrides: Mapping[str, Any] | None = None) -> Evaluation:
     """Evaluate ``rules`` in order.
 
     Parameters
@@ -82,6 +96,8 @@ def evaluate(rules: Sequence[Rule], inputs: Mapping[str, Any],
         Other named inputs rules may need but reasons do not list (e.g. block names).
     derived : mapping of str to Derived, optional
         Quantities computed on demand from inputs, context or earlier targets.
+    overrides : mapping, optional
+        Target values set by the user, already validated; they win over every rule.
 
     Returns
     -------
@@ -89,15 +105,22 @@ def evaluate(rules: Sequence[Rule], inputs: Mapping[str, Any],
     """
     context = context or {}
     derived = derived or {}
-    order = {rule.id: i for i, rule in enumerate(rules)}
+    order = {OVERRIDE: -1, **{rule.id: i for i, rule in enumerate(rules)}}
     targets = {rule.target for rule in rules}
     decisions: dict[str, Decision] = {}
     reasons: list[Reason] = []
     trace: list[TraceEntry] = []
 
+    for name, value in (overrides or {}).items():
+        decisions[name] = Decision(value, OVERRIDE, (OVERRIDE,), "user", (value,), False,
+                                   OVERRIDE_TEXT, OVERRIDE_SOURCE, FrozenMap())
+        reasons.append(Reason(OVERRIDE, name, f"{OVERRIDE_TEXT}: {name} = {value!r}",
+                              FrozenMap(), OVERRIDE_SOURCE))
+        trace.append(TraceEntry(OVERRIDE, True, f"{name} = {value!r} {OVERRIDE_TEXT}"))
+
     def lookup(name: str) -> _Found:
         if name in decisions:
-            return _Found(decisions[name].value, {}, (name,))
+            return _Found(decisions[name].value, decisions[name].measures, (name,))
         if name in derived:
             spec = derived[name]
             found = {inp: lookup(inp) for inp in spec.inputs}
@@ -105,16 +128,16 @@ def evaluate(rules: Sequence[Rule], inputs: Mapping[str, Any],
             return _Found(value, _merge(f.measures for f in found.values()),
                           tuple(u for f in found.values() for u in f.upstream))
         if name in inputs:
-            return _Found(inputs[name], {name: inputs[name]}, ())
+            return _Found(inputs[name], FrozenMap({name: inputs[name]}), ())
         if name in context:
-            return _Found(context[name], {}, ())
+            return _Found(context[name], FrozenMap(), ())
         raise _Missing(name, undecided=name in targets)
 
     for rule in rules:
         prior = decisions.get(rule.target)
-        if prior is not None and rule.kind != "adjust":
-            trace.append(TraceEntry(rule.id, False,
-                                    f"skipped: {rule.target} already set by {prior.set_by}"))
+        if prior is not None and (rule.kind != "adjust" or prior.set_by == OVERRIDE):
+            by = "the user" if prior.set_by == OVERRIDE else prior.set_by
+            trace.append(TraceEntry(rule.id, False, f"skipped: {rule.target} already set by {by}"))
             continue
         found: dict[str, _Found] = {}
         try:
@@ -124,6 +147,8 @@ def evaluate(rules: Sequence[Rule], inputs: Mapping[str, Any],
             trace.append(TraceEntry(rule.id, False, _missing_why(need, missing)))
             continue
         view: dict[str, Any] = {**rule.params, **{n: f.value for n, f in found.items()}}
+        view["because"] = {n: decisions[n].reason for n in found if n in decisions}
+        view["ranges"] = {n: decisions[n].range for n in found if n in decisions}
         when = rule.when.format_map(view)
         if not rule.condition(view):
             trace.append(TraceEntry(rule.id, False, f"condition not met: {when}"))
@@ -135,8 +160,10 @@ def evaluate(rules: Sequence[Rule], inputs: Mapping[str, Any],
         upstream = {u for f in found.values() for u in f.upstream}
         own = rule.confidence(view) if callable(rule.confidence) else rule.confidence
         confidence = min((own, *(decisions[u].confidence for u in upstream)),
-                         key=CONFIDENCE_LEVELS.index)
+                         key=CONFIDENCE_ORDER.index)
         provenance = {rule.id, *(r for u in upstream for r in decisions[u].rules)}
+        text = rule.reason.format_map(view)
+        measures = _merge(f.measures for f in found.values())
         decisions[rule.target] = Decision(
             value=value,
             set_by=rule.id,
@@ -144,9 +171,11 @@ def evaluate(rules: Sequence[Rule], inputs: Mapping[str, Any],
             confidence=confidence,
             range=tuple(rule.search_range(view)) if rule.search_range else (value,),
             default=rule.kind == "default",
+            reason=text,
+            source=rule.source,
+            measures=measures,
         )
-        reasons.append(Reason(rule.id, rule.target, rule.reason.format_map(view),
-                              _merge(f.measures for f in found.values()), rule.source))
+        reasons.append(Reason(rule.id, rule.target, text, measures, rule.source))
         trace.append(TraceEntry(rule.id, True, when))
 
     return Evaluation(FrozenMap(decisions), tuple(reasons), tuple(trace))
@@ -156,7 +185,7 @@ def _merge(parts) -> FrozenMap:
     merged: dict[str, Any] = {}
     for part in parts:
         merged.update(part)
-    return FrozenMap(merged)
+    return FrozenMap(dict(sorted(merged.items())))
 
 
 def _missing_why(need: str, missing: _Missing) -> str:

@@ -1,13 +1,16 @@
-"""The shape of a per-block profile: where target separability peaks, and how far the top falls.
+"""The shape of a per-block profile: where target separability peaks, and how far the top falls;
+where the domain shift jumps.
 
 Yosinski et al. (NeurIPS 2014) found early-layer features general and top ones source-specific;
-measures.md suggests reading the depth at which separability stops rising as the point where
-transferred layers stop helping. :class:`ProfileShape` summarises a bottom-up profile for the
-re-initialisation rules; its fields are what their reasons print.
+measures.md suggests reading the depth at which separability stops rising, or the domain
+distance jumps, as the point where transferred layers stop helping. :class:`ProfileShape`
+(separability, higher is better) and :class:`ShiftJump` (a distance, lower is closer) summarise
+a bottom-up profile for the re-initialisation rules; their fields are what the reasons print.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,3 +89,63 @@ def relative_shape(values: Sequence[float], names: Sequence[str],
     values = tuple(values)
     scale = max(abs(max(values)), max(values) - min(values))
     return ProfileShape(values, tuple(names), relative_tolerance * scale)
+
+
+@dataclass(frozen=True)
+class ShiftJump:
+    """The largest jump of a bottom-up distance profile (lower = closer to the source) among
+    its top ``window`` blocks.
+
+    A jump into block ``j`` is the ratio ``values[j] / values[j - 1]`` (infinite when the
+    block below is at distance 0 and block ``j`` is not; 1 when both are 0). Among equal
+    ratios the higher block wins, which re-initialises fewer blocks.
+    """
+
+    values: tuple[float, ...]
+    names: tuple[str, ...]
+    window: int
+    min_ratio: float
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        """``ratios[j]`` for the jump into block ``j``; ``ratios[0]`` is 1 (nothing below)."""
+        return (1.0, *(_ratio(lo, hi) for lo, hi in zip(self.values, self.values[1:])))
+
+    @property
+    def jump_index(self) -> int:
+        """The block the largest jump in the window leads into (0 when there is no window)."""
+        candidates = range(max(1, len(self.values) - self.window), len(self.values))
+        return max(candidates, key=lambda j: (self.ratios[j], j), default=0)
+
+    @property
+    def ratio(self) -> float:
+        return self.ratios[self.jump_index]
+
+    @property
+    def jump_block(self) -> str:
+        return self.names[self.jump_index]
+
+    @property
+    def below_block(self) -> str:
+        return self.names[max(self.jump_index - 1, 0)]
+
+    @property
+    def jumps(self) -> bool:
+        return self.jump_index > 0 and self.ratio >= self.min_ratio
+
+    @property
+    def blocks_above(self) -> int:
+        """Blocks from the jump to the top when it jumps: what the profile says to re-initialise."""
+        return len(self.values) - self.jump_index if self.jumps else 0
+
+
+def _ratio(below: float, above: float) -> float:
+    if below > 0:
+        return above / below
+    return math.inf if above > 0 else 1.0
+
+
+def shift_jump(values: Sequence[float], names: Sequence[str], window: int,
+               min_ratio: float) -> ShiftJump:
+    """The largest jump of a distance profile among its top ``window`` blocks."""
+    return ShiftJump(tuple(values), tuple(names), window, min_ratio)

@@ -1,10 +1,12 @@
-"""``recommend``: validate the measures, run the rule table, assemble the hyperparameters."""
+"""``recommend``: validate the inputs, run the rule table, assemble the hyperparameters."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from heuristics.engine import Decision, evaluate
+from heuristics.overrides import check_overrides
 from heuristics.rules import DERIVED, HYPERPARAMETERS, MEASURE_BOUNDS, RULES
 from heuristics.types import (
     Block,
@@ -27,6 +29,7 @@ def recommend(
     head_modules: Sequence[str] = ("classifier",),
     num_images: int | None = None,
     num_classes: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
     rules: Sequence[Rule] = RULES,
     derived: Mapping[str, Derived] = DERIVED,
 ) -> Recommendation:
@@ -35,20 +38,28 @@ def recommend(
     Parameters
     ----------
     measures : mapping of str to float
-        Summary measures at the backbone's output (penultimate) features, by the probes'
-        registered names: ``linear_probe_accuracy`` (fraction), ``logme``, ``leep``,
-        ``pretraining_gain`` (in [-1, 1]), ``scratch_accuracy`` (fraction). Any subset;
-        unknown names are ignored.
+        Summary measures by the probes' registered names (at the backbone's output features,
+        or once per model), e.g. ``linear_probe_accuracy`` and ``scratch_accuracy``
+        (fractions: the paper's measure of fit), ``pretraining_gain``, ``knn_accuracy``,
+        ``logme``, ``bn_shift``, ``leep``, ``source_confidence``; see
+        :data:`heuristics.rules.MEASURE_BOUNDS`. Any subset, even none: a rule that lacks
+        its inputs does not fire and a default says so. Unknown names are ignored.
     profile : mapping of str to sequence of float, optional
         Per-block measures, bottom-up, one value per block of ``blocks``. Unknown names are
         ignored; an empty sequence counts as not given.
     blocks : sequence of Block
         The backbone's transferable blocks, bottom-up. Any object with ``name`` and
-        ``modules`` attributes is accepted.
+        ``modules`` attributes is accepted. Without blocks the backbone is one group.
     head_modules : sequence of str
         The classifier's module names (always new).
     num_images, num_classes : int, optional
-        Dataset size, for the size cap on re-initialised blocks and the chance level.
+        Dataset size: for the caps on re-initialised blocks and the batch, the training
+        budget, and the chance level.
+    overrides : mapping of str to value, optional
+        Hyperparameters the user sets (typed values or strings as in
+        :func:`heuristics.parse_override`). Each wins over every rule and is set before the
+        rules run, so the values derived from it follow (e.g. the group learning rates from
+        ``base_lr``, the split and module lists from ``reinit_top_blocks``).
     rules, derived : optional
         The rule table and derived quantities; the defaults are :data:`heuristics.rules.RULES`
         and :data:`heuristics.rules.DERIVED`.
@@ -56,22 +67,24 @@ def recommend(
     Returns
     -------
     Recommendation
-        ``to_dict()`` gives ``hyperparameters``, ``details``, ``reasons``, ``trace`` and
-        ``defaults_used``.
+        ``to_dict()`` gives ``hyperparameters``, ``details``, ``reasons``, ``trace``,
+        ``defaults_used`` and ``overrides``.
 
     Raises
     ------
     ValueError
         A known measure that is not a finite number or is out of range (the message names it),
-        a profile whose length differs from ``len(blocks)``, duplicate block or module names,
-        or a dataset size that is not a positive integer (``num_classes`` at least 2).
+        a profile whose length differs from ``len(blocks)``, duplicate block or module names, a
+        dataset size that is not a positive integer (``num_classes`` at least 2), or an override
+        with an unknown name or a bad value (the message names the hyperparameter).
     TypeError
         Inputs of the wrong kind (e.g. ``measures`` not a mapping).
     """
     inputs = validate(measures, profile if profile is not None else {}, blocks, head_modules,
                       num_images, num_classes, MEASURE_BOUNDS)
-    context = {"block_names": tuple(b.name for b in inputs.blocks)}
-    evaluation = evaluate(rules, inputs.values, context, derived)
+    block_names = tuple(b.name for b in inputs.blocks)
+    user = check_overrides(overrides if overrides is not None else {}, block_names)
+    evaluation = evaluate(rules, inputs.values, {"block_names": block_names}, derived, user)
     decisions = evaluation.decisions
     unset = [name for name in HYPERPARAMETERS if name not in decisions]
     if unset:
@@ -83,11 +96,13 @@ def recommend(
         reasons=evaluation.reasons,
         trace=evaluation.trace,
         defaults_used=tuple(name for name in HYPERPARAMETERS if decisions[name].default),
+        overrides=user,
     )
 
 
 def _detail(decision: Decision) -> Detail:
-    return Detail(decision.value, decision.range, decision.confidence, decision.rules)
+    return Detail(decision.value, decision.range, decision.confidence, decision.reason,
+                  decision.source, decision.set_by, decision.rules, decision.measures)
 
 
 def _assemble(decisions: Mapping[str, Decision], blocks: tuple[Block, ...],
@@ -104,26 +119,45 @@ def _assemble(decisions: Mapping[str, Decision], blocks: tuple[Block, ...],
         raise ValueError(f"rule {decisions['split_block'].set_by} set split_block to {split!r}, "
                          f"not a transferred block ({', '.join(names) or 'none'})")
     at = names.index(split) if split is not None else 0  # no split point: no lower group
-    lower, upper = _modules(transferred[:at]), _modules(transferred[at:])
-    groups = (
-        LrGroup("head", value["head_lr"], _modules(new) + head_modules),
-        LrGroup("upper", value["upper_lr"], upper),
-        LrGroup("lower", value["lower_lr"], lower),
-    )
+    lower, upper = transferred[:at], transferred[at:]
+    # L2-SP on the lower group, or on every transferred block when there is no split point.
+    l2sp = "l2sp" if value["l2sp_weight"] > 0 else "l2"
+    head = LrGroup("head", value["head_lr"], _names(new), _modules(new) + head_modules, "l2")
+    if blocks:
+        rest = (LrGroup("upper", value["upper_lr"], _names(upper), _modules(upper),
+                        "l2" if lower else l2sp),
+                LrGroup("lower", value["lower_lr"], _names(lower), _modules(lower), l2sp))
+    else:  # the backbone's modules are unknown: one group takes every other parameter
+        rest = (LrGroup("backbone", value["upper_lr"], (), (), l2sp, rest=True),)
+    groups = tuple(g for g in (head, *rest) if g.modules or g.rest)
     return Hyperparameters(
         reinit_top_blocks=reinit,
         reinit_modules=_modules(new),
-        lr_groups=tuple(g for g in groups if g.modules),
         split_block=split,
-        l2sp_weight=value["l2sp_weight"],
-        l2sp_modules=lower if value["l2sp_weight"] > 0 else (),
-        l2_weight=value["l2_weight"],
-        base_lr=value["base_lr"],
-        momentum=value["momentum"],
+        lr_groups=groups,
         optimizer=value["optimizer"],
+        momentum=value["momentum"],
+        base_lr=value["base_lr"],
+        effective_lr=value["effective_lr"],
+        l2sp_weight=value["l2sp_weight"],
+        l2sp_modules=tuple(m for g in groups if g.penalty == "l2sp" for m in g.modules),
+        l2_weight=value["l2_weight"],
+        l2_modules=tuple(m for g in groups if g.penalty == "l2" for m in g.modules),
+        exclude_from_decay=value["exclude_from_decay"],
+        batch_size=value["batch_size"],
+        epochs=value["epochs"],
+        steps=value["steps"],
+        schedule=value["schedule"],
+        warmup_epochs=value["warmup_epochs"],
+        lp_ft=value["lp_ft"],
+        lp_epochs=value["lp_epochs"],
+        label_smoothing=value["label_smoothing"],
     )
+
+
+def _names(blocks: Sequence[Block]) -> tuple[str, ...]:
+    return tuple(b.name for b in blocks)
 
 
 def _modules(blocks: Sequence[Block]) -> tuple[str, ...]:
     return tuple(m for b in blocks for m in b.modules)
-

@@ -11,14 +11,19 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Confidence = Literal["low", "medium", "high"]
-CONFIDENCE_LEVELS: tuple[Confidence, ...] = ("low", "medium", "high")  # weakest first
+Confidence = Literal["low", "medium", "high", "user"]
+CONFIDENCE_LEVELS: tuple[Confidence, ...] = ("low", "medium", "high")  # what rules may state
+# Weakest first. "user" marks a value the user set: it outranks every rule, so a value derived
+# from it takes the confidence of the rule that derived it.
+CONFIDENCE_ORDER: tuple[Confidence, ...] = (*CONFIDENCE_LEVELS, "user")
 RuleKind = Literal["decide", "adjust", "default"]
 RULE_KINDS: tuple[RuleKind, ...] = ("decide", "adjust", "default")
 
 View = Mapping[str, Any]
-"""What a rule's functions see: its ``needs`` by name, its ``params``, and, for the reason
-text, ``value`` (what the effect returned) and ``previous`` (the value an adjust rule changed)."""
+"""What a rule's functions see: its ``needs`` by name, its ``params``, ``because`` (the reason
+text of every earlier target it needs, by name), ``ranges`` (their search ranges), and, for the
+reason text and the range, ``value`` (what the effect returned) and ``previous`` (the value an
+adjust rule changed)."""
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -183,37 +188,90 @@ class _ToDict:
 
 @dataclass(frozen=True)
 class LrGroup(_ToDict):
-    """A learning-rate group: a name, its learning rate, and the modules it holds."""
+    """A learning-rate group: a name, its learning rate, the blocks and modules it holds, and
+    the penalty on its weights (``"l2sp"`` toward the pre-trained weights or ``"l2"`` toward
+    zero; BatchNorm parameters excluded either way).
+
+    ``rest`` marks the group that takes every parameter no other group names (when no
+    blocks were given, the whole backbone): its ``modules`` are then empty.
+    """
 
     name: str
     lr: float
+    blocks: tuple[str, ...]
     modules: tuple[str, ...]
+    penalty: str
+    rest: bool = False
 
 
 @dataclass(frozen=True)
 class Hyperparameters(_ToDict):
-    """The recommended fine-tuning settings (see :func:`heuristics.recommend`)."""
+    """The recommended fine-tuning settings (see :func:`heuristics.recommend`).
+
+    ``lr_groups`` carry ``head_lr``, ``upper_lr`` and ``lower_lr`` and each group's penalty;
+    ``l2sp_modules`` and ``l2_modules`` list the modules of the groups under each (a ``rest``
+    group names none); parameters of the kinds in ``exclude_from_decay`` are under neither.
+    ``steps`` is ``None`` without a dataset size; ``effective_lr`` is ``None`` for an
+    optimiser without SGD momentum.
+    """
 
     reinit_top_blocks: int
     reinit_modules: tuple[str, ...]
-    lr_groups: tuple[LrGroup, ...]
     split_block: str | None
+    lr_groups: tuple[LrGroup, ...]
+    optimizer: str
+    momentum: float
+    base_lr: float
+    effective_lr: float | None
     l2sp_weight: float
     l2sp_modules: tuple[str, ...]
     l2_weight: float
-    base_lr: float
-    momentum: float
-    optimizer: str
+    l2_modules: tuple[str, ...]
+    exclude_from_decay: tuple[str, ...]
+    batch_size: int
+    epochs: int
+    steps: int | None
+    schedule: str
+    warmup_epochs: int
+    lp_ft: bool
+    lp_epochs: int
+    label_smoothing: float
 
 
 @dataclass(frozen=True)
 class Detail(_ToDict):
-    """One hyperparameter: its value, a search range around it, confidence, rule ids."""
+    """One hyperparameter: its value, a search range around it, how sure, and why.
+
+    Attributes
+    ----------
+    value
+        The recommended value.
+    range : tuple
+        ``(lo, hi)`` for a float, candidate values otherwise, for a search that follows.
+    confidence : {"low", "medium", "high", "user"}
+        ``"user"``: set by a user override.
+    reason : str
+        One line for a report: the deciding rule's sentence with its values filled in,
+        ``"Default: ..."``, or ``"set by the user"``.
+    source : str
+        Where the deciding rule comes from.
+    set_by : str
+        The id of the deciding rule (``"override"`` for a user override).
+    reasons : tuple of str
+        Every rule the value rests on, in table order (``"override"`` first when a user value
+        is among them); the last is ``set_by``.
+    measures : mapping
+        The measures and dataset facts the value rests on, by name.
+    """
 
     value: Any
     range: tuple[Any, ...]
     confidence: Confidence
+    reason: str
+    source: str
+    set_by: str
     reasons: tuple[str, ...]
+    measures: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -245,6 +303,7 @@ class Recommendation:
     reasons: tuple[Reason, ...]
     trace: tuple[TraceEntry, ...]
     defaults_used: tuple[str, ...]
+    overrides: Mapping[str, Any] = field(default_factory=FrozenMap)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -253,4 +312,5 @@ class Recommendation:
             "reasons": plain(self.reasons),
             "trace": plain(self.trace),
             "defaults_used": list(self.defaults_used),
+            "overrides": plain(self.overrides),
         }

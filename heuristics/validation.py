@@ -14,6 +14,10 @@ from typing import Any
 
 from heuristics.types import Block
 
+# A value this far outside its measure's bounds is float round-off of a computation that is
+# exactly in bounds (e.g. a LEEP of +1e-16, the log of a probability that sums to 1): clamped.
+ROUND_OFF = 1e-9
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -37,7 +41,8 @@ def validate(measures: Mapping[str, Any], profile: Mapping[str, Sequence[Any]],
     TypeError
         A mapping, sequence or block of the wrong type.
     ValueError
-        A measure or profile value that is not a finite number or lies outside its bounds; a
+        A measure or profile value that is not a finite number or lies outside its bounds
+        (by more than :data:`ROUND_OFF`, which is clamped); a
         profile whose length differs from the number of blocks; duplicate block names or a
         module in two places; a dataset size that is not a positive integer.
     """
@@ -79,8 +84,13 @@ def _number(value: Any, what: str, bounds: tuple[float, float] | None) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{what} must be a finite number, got {number!r}; leave out a measure "
                          f"that could not be computed")
-    if bounds is not None and not bounds[0] <= number <= bounds[1]:
-        raise ValueError(f"{what} must lie in [{bounds[0]:g}, {bounds[1]:g}], got {number!r}"
+    if bounds is None:
+        return number
+    lo, hi = bounds
+    if lo - ROUND_OFF <= number < lo or hi < number <= hi + ROUND_OFF:
+        return min(max(number, lo), hi)  # a probe's float round-off, not a wrong value
+    if not lo <= number <= hi:
+        raise ValueError(f"{what} must lie in [{lo:g}, {hi:g}], got {number!r}"
                          + ("; accuracies are fractions, not percentages"
                             if bounds == (0.0, 1.0) else ""))
     return number
