@@ -7,6 +7,8 @@ codes to its private core, which does no further checking (scikit-learn's
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable
+
 import numpy as np
 
 # A row of softmax probabilities may be off by float32 rounding over thousands of classes,
@@ -59,18 +61,23 @@ def check_features(
 
 
 def encode_labels(labels: object, n_samples: int) -> tuple[np.ndarray, int]:
-    """Re-encode labels of any sortable values to codes 0..C-1; return ``(codes, C)``.
+    """Re-encode labels of any hashable values to codes 0..C-1; return ``(codes, C)``.
 
     The class count comes from the distinct values present, never from ``max + 1``, so
-    labels that skip a value, are negative, or are strings all work.
+    labels that skip a value, are negative, or are strings all work. Values that sort
+    (numbers, strings, tuples of those) keep ``np.unique``'s order. Values that cannot be
+    compared with each other (mixed types, arbitrary objects) are told apart by hash and
+    equality and ordered by type name and ``repr``, so the codes do not depend on the order
+    of the samples either. A sequence of tuples is one label per tuple, not a 2-D array.
+    Every probe is invariant to renaming the classes; nothing relies on the codes' order.
 
     Raises
     ------
     ProbeError
-        If labels are not 1-D, their length is not ``n_samples``, they hold NaN, their
-        values cannot be compared with each other, or fewer than 2 classes are present.
+        If labels are not 1-D, their length is not ``n_samples``, they hold NaN or None
+        (unlabelled samples) or unhashable values, or fewer than 2 classes are present.
     """
-    y = np.asarray(labels)
+    y = _label_array(labels)
     if y.ndim != 1:
         hint = " (one-hot? pass labels.argmax(axis=1))" if y.ndim == 2 else ""
         raise ProbeError(
@@ -81,23 +88,98 @@ def encode_labels(labels: object, n_samples: int) -> tuple[np.ndarray, int]:
             f"labels: got {y.shape[0]} labels for {n_samples} samples; "
             "pass exactly one label per sample, in the same order."
         )
-    if y.dtype.kind in "fc" and np.isnan(y).any():
+    missing = _missing(y)
+    if missing.any():
         raise ProbeError(
-            f"labels: {int(np.isnan(y).sum())} label(s) are NaN; drop the unlabelled samples first."
+            f"labels: {int(missing.sum())} label(s) are NaN or None (first at position "
+            f"{int(np.argmax(missing))}); drop the unlabelled samples first."
         )
     try:
         classes, codes = np.unique(y, return_inverse=True)
-    except TypeError as err:
+    except TypeError:  # values of types that do not compare with each other
+        classes, codes = _encode_by_hash(y)
+    n_classes = len(classes)
+    if n_classes < 2:
         raise ProbeError(
-            f"labels: values of different types cannot be sorted ({err}); "
-            "use labels of one type, e.g. all str or all int."
-        ) from err
-    if classes.size < 2:
-        raise ProbeError(
-            f"labels: found {classes.size} class(es), need at least 2; "
+            f"labels: found {n_classes} class(es), need at least 2; "
             "a measure of class separability needs two or more classes."
         )
-    return codes.reshape(-1).astype(np.intp), int(classes.size)
+    return codes.reshape(-1).astype(np.intp), n_classes
+
+
+def _label_array(labels: object) -> np.ndarray:
+    """``labels`` as an array. A sequence of hashable values that numpy would read as 2-D
+    or ragged (tuples, mixed types) becomes a 1-D object array, one label per item."""
+    if isinstance(labels, np.ndarray):
+        return labels
+    try:
+        y = np.asarray(labels)
+    except (ValueError, TypeError):  # ragged sequences, e.g. tuples of different lengths
+        y = None
+    # numpy also turns [1, "1"] into two equal strings: keep mixed values as they are.
+    if y is not None and y.ndim <= 1 and not (y.dtype.kind in "US" and _not_all_str(labels)):
+        return y
+    items = list(labels) if isinstance(labels, Iterable) else [labels]
+    if items and all(isinstance(item, Hashable) for item in items):
+        return np.fromiter(items, dtype=object, count=len(items))
+    if y is None:
+        raise ProbeError(
+            "labels: could not be read as a sequence of class labels; pass a 1-D array "
+            "or list with one hashable label per sample."
+        )
+    return y
+
+
+def _not_all_str(labels: object) -> bool:
+    return isinstance(labels, Iterable) and not all(
+        isinstance(item, (str, bytes)) for item in labels
+    )
+
+
+def _missing(y: np.ndarray) -> np.ndarray:
+    """Mask of labels that mean "unlabelled": NaN, or None in an object array."""
+    if y.dtype.kind in "fc":
+        return np.isnan(y)
+    if y.dtype == object:
+        return np.fromiter(
+            (v is None or (isinstance(v, (float, np.floating)) and v != v) for v in y),
+            dtype=bool,
+            count=y.size,
+        )
+    return np.zeros(y.shape, dtype=bool)
+
+
+def _encode_by_hash(y: np.ndarray) -> tuple[list, np.ndarray]:
+    """Distinct values by hash and equality, ordered by (type name, repr): the order of
+    the samples does not enter (objects without a custom repr order by address, which is
+    still fixed within a run)."""
+    first_code: dict = {}
+    try:
+        per_sample = [first_code.setdefault(v, len(first_code)) for v in y]
+    except TypeError as err:
+        bad = next(i for i, v in enumerate(y) if not _is_hashable(v))
+        raise ProbeError(
+            f"labels: label at position {bad} is a {type(y[bad]).__name__}, which cannot "
+            f"name a class ({err}); use hashable labels such as str, int or tuple."
+        ) from err
+    classes = list(first_code)
+    order = sorted(range(len(classes)), key=lambda i: _sort_key(classes[i]))
+    rank = np.empty(len(classes), dtype=np.intp)
+    rank[order] = np.arange(len(classes))
+    return [classes[i] for i in order], rank[np.asarray(per_sample, dtype=np.intp)]
+
+
+def _is_hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _sort_key(value: object) -> tuple[str, str]:
+    kind = type(value)
+    return (f"{kind.__module__}.{kind.__qualname__}", repr(value))
 
 
 def check_source_probs(source_probs: object) -> np.ndarray:
@@ -133,3 +215,30 @@ def check_same_samples(name: str, array: np.ndarray, n_samples: int) -> None:
             f"{name}: got {array.shape[0]} rows for {n_samples} samples in features; "
             "compute both from the same images, in the same order."
         )
+
+
+def unit_peak(features: np.ndarray) -> np.ndarray:
+    """``features`` divided by their largest absolute value (zeros stay zeros).
+
+    For scores that do not depend on the scale of the features: squares and Gram
+    matrices of values near 1e150 would overflow, of values near 1e-170 underflow.
+    """
+    peak = float(np.max(np.abs(features)))
+    return features / peak if peak > 0 else features
+
+
+def centre(features: np.ndarray) -> np.ndarray:
+    """``features`` minus their mean row; exactly zero if they are constant up to rounding.
+
+    Subtracting a rounded mean leaves ~eps * |mean| in every entry of a constant
+    feature matrix: an identical tiny row that scale-free scores would blow up into a
+    direction of variance. Below ``(max(N, D) * eps)^2 * ||F||^2`` in total squares
+    (features scaled by :func:`unit_peak` first, so this cannot overflow) the centred
+    matrix is taken as zero.
+    """
+    n, d = features.shape
+    centred = features - features.mean(axis=0)
+    rounding = (max(n, d) * np.finfo(np.float64).eps) ** 2 * np.sum(features * features)
+    if np.sum(centred * centred) <= rounding:
+        return np.zeros_like(centred)
+    return centred

@@ -30,7 +30,7 @@ def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
         Softmax probabilities of the source classifier on the target images; rows must
         sum to 1 within 1e-3 (they are renormalised to exactly 1).
     labels : array of shape (N,)
-        Target class labels of any sortable values; at least 2 classes.
+        Target class labels of any hashable values; at least 2 classes.
 
     Returns
     -------

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from probes._checks import ProbeError
 
-INPUTS = ("features", "random_features", "source_probs", "labels")
+# features, random_features: (N, D) per block; source_probs: (N, Cs) softmax of the source
+# head; labels: (N,) of any hashable values; bn_stats: (4, K) per block, see probes.bn_shift.
+INPUTS = ("features", "random_features", "source_probs", "labels", "bn_stats")
 MAX_LABEL_CHARS = 10
 
 

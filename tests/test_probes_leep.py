@@ -90,3 +90,20 @@ def test_leep_rejects_a_label_count_that_differs_from_the_rows():
     theta = _softmax(np.zeros((5, 3)))
     with pytest.raises(ProbeError, match="labels: got 4 labels for 5 samples"):
         leep(theta, np.array([0, 1, 0, 1]))
+
+
+def test_leep_takes_the_log_of_the_likelihood():
+    # Some copies average the expected empirical likelihood without the log: not LEEP.
+    theta = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8]])
+    labels = np.array([0, 0, 1, 1])
+    without_log = 0.5 * (47 / 66 + 43 / 66)
+    assert leep(theta, labels) == pytest.approx(0.5 * np.log(47 * 43 / 66**2), rel=1e-12)
+    assert leep(theta, labels) != pytest.approx(without_log, rel=1e-3)
+
+
+def test_leep_ignores_which_values_name_the_classes():
+    # With y.max() + 1 classes, skipped values become empty classes.
+    labels = np.random.default_rng(12).integers(0, 3, size=60)
+    theta = _source_probs(60, 5, labels, seed=13)
+    skipped = np.array([0, 4, 90])[labels]
+    assert leep(theta, skipped) == pytest.approx(leep(theta, labels), rel=1e-12)

@@ -7,6 +7,7 @@ Inputs are built from ``probe.needs`` on seeded synthetic data.
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,7 +22,28 @@ import probes
 from probes import INPUTS, PROBES, Measurement, Probe, ProbeError, compute, get_probe, registry
 
 REPO = Path(__file__).resolve().parents[1]
-ARRAY_INPUTS = ("features", "random_features", "source_probs")
+ARRAY_INPUTS = ("features", "random_features", "source_probs", "bn_stats")
+# Inputs with one row per sample: the ones a sample permutation reorders.
+PER_SAMPLE = ("features", "random_features", "source_probs", "labels")
+# The report's columns, in order.
+COLUMN_ORDER = (
+    "linear_probe_accuracy",
+    "knn_accuracy",
+    "logme",
+    "h_score",
+    "shrinkage_h_score",
+    "transrate",
+    "gbc",
+    "pretraining_gain",
+    "bn_shift",
+    "leep",
+    "nce",
+    "source_confidence",
+    "source_entropy",
+)
+
+# A probe that leaks a RuntimeWarning (divide by zero, log of 0) fails its contract.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -29,14 +51,24 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _bn_stats(rng: np.random.Generator, n_channels: int) -> np.ndarray:
+    """Target and stored BatchNorm statistics (4, K) that differ by a moderate shift."""
+    source_mean = rng.normal(size=n_channels)
+    source_var = rng.lognormal(size=n_channels) + 1e-5
+    target_mean = source_mean + 0.3 * rng.normal(size=n_channels)
+    target_var = source_var * rng.lognormal(sigma=0.3, size=n_channels)
+    return np.stack([target_mean, target_var, source_mean, source_var])
+
+
 def make_inputs(
     needs: tuple[str, ...], labels: np.ndarray, seed: int = 0, dim: int = 6
 ) -> dict[str, np.ndarray]:
-    """Inputs for a probe: class-structured features, unrelated random features, and a
-    source head with some affinity to the target classes."""
+    """Inputs for a probe: class-structured features, unrelated random features, a
+    source head with some affinity to the target classes, and BatchNorm statistics."""
     rng = np.random.default_rng(seed)
-    n = labels.size
-    _, codes = np.unique(labels, return_inverse=True)
+    n = len(labels)
+    first_seen: dict = {}
+    codes = np.array([first_seen.setdefault(y, len(first_seen)) for y in labels])
     centres = rng.normal(size=(codes.max() + 1, dim))
     logits = rng.normal(size=(n, 5))
     logits[np.arange(n), codes % 5] += 1.5
@@ -45,6 +77,7 @@ def make_inputs(
         "random_features": rng.normal(size=(n, dim - 1)),
         "source_probs": _softmax(logits),
         "labels": labels,
+        "bn_stats": _bn_stats(rng, 3 * dim),
     }
     return {need: available[need] for need in needs}
 
@@ -56,6 +89,10 @@ def _labels(n: int = 36, n_classes: int = 3, seed: int = 0) -> np.ndarray:
 
 
 every_probe = pytest.mark.parametrize("probe", list(PROBES.values()), ids=list(PROBES))
+_LABELLED = [p for p in PROBES.values() if "labels" in p.needs]
+labelled_probe = pytest.mark.parametrize("probe", _LABELLED, ids=[p.name for p in _LABELLED])
+_FEATURED = [p for p in PROBES.values() if "features" in p.needs]
+featured_probe = pytest.mark.parametrize("probe", _FEATURED, ids=[p.name for p in _FEATURED])
 
 
 @dataclass(frozen=True)
@@ -74,6 +111,19 @@ def case(request) -> Case:
     return Case(probe, inputs, probe.func(**inputs))
 
 
+def _object_array(values: list) -> np.ndarray:
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+# Names that sort in another order than the integers, so the class codes change too.
+RENAMINGS = {
+    "strings": np.array(["zebra", "apple", "mango"]),
+    "tuples": _object_array([("z", 1), ("a", 2), ("m", 0)]),
+    "mixed-types": _object_array(["b", 7, ("a", 0)]),
+    "skipped-negative-ints": np.array([100, -5, 3]),
+}
+
+
 # --- the contract ---------------------------------------------------------------------
 
 
@@ -82,19 +132,47 @@ def test_probe_returns_a_finite_float(case):
 
 
 def test_probe_is_invariant_to_sample_order(case):
-    order = np.random.default_rng(2).permutation(case.inputs["labels"].size)
-    shuffled = {name: value[order] for name, value in case.inputs.items()}
+    per_sample = [name for name in case.inputs if name in PER_SAMPLE]
+    if not per_sample:
+        pytest.skip(f"{case.probe.name} takes no per-sample input")
+    order = np.random.default_rng(2).permutation(case.inputs[per_sample[0]].shape[0])
+    shuffled = {
+        name: value[order] if name in PER_SAMPLE else value for name, value in case.inputs.items()
+    }
     assert case.probe.func(**shuffled) == pytest.approx(case.value, rel=1e-9, abs=1e-12)
 
 
-def test_probe_is_invariant_to_label_renaming(case):
-    # Names that sort in another order than the integers, so the class codes change too.
-    names = np.array(["zebra", "apple", "mango"])
+@pytest.mark.parametrize("names", RENAMINGS.values(), ids=RENAMINGS.keys())
+def test_probe_is_invariant_to_label_renaming(case, names):
+    if "labels" not in case.probe.needs:
+        pytest.skip(f"{case.probe.name} takes no labels")
     renamed = {**case.inputs, "labels": names[case.inputs["labels"]]}
     assert case.probe.func(**renamed) == pytest.approx(case.value, rel=1e-9, abs=1e-12)
 
 
-@every_probe
+def test_probe_accepts_labels_as_a_list_of_tuples(case):
+    if "labels" not in case.probe.needs:
+        pytest.skip(f"{case.probe.name} takes no labels")
+    as_tuples = [("class", int(y)) for y in case.inputs["labels"]]
+    value = case.probe.func(**{**case.inputs, "labels": as_tuples})
+    assert value == pytest.approx(case.value, rel=1e-9, abs=1e-12)
+
+
+def test_probe_gives_the_same_value_on_float32_as_on_the_same_numbers_in_float64(case):
+    as_float32 = {
+        name: value.astype(np.float32) if name in ARRAY_INPUTS else value
+        for name, value in case.inputs.items()
+    }
+    widened = {
+        name: value.astype(np.float64) if name in ARRAY_INPUTS else value
+        for name, value in as_float32.items()
+    }
+    value = case.probe.func(**as_float32)
+    assert isinstance(value, float) and np.isfinite(value)
+    assert value == pytest.approx(case.probe.func(**widened), rel=1e-12, abs=1e-15)
+
+
+@labelled_probe
 def test_probe_rejects_a_single_class(probe):
     inputs = make_inputs(probe.needs, np.zeros(20, dtype=int), seed=4)
     with pytest.raises(ProbeError, match="labels: found 1 class"):
@@ -112,7 +190,7 @@ def test_probe_rejects_non_finite_values_naming_the_input(probe, bad):
             probe.func(**inputs)
 
 
-@every_probe
+@labelled_probe
 def test_probe_rejects_labels_of_another_length(probe):
     inputs = make_inputs(probe.needs, _labels(seed=6), seed=6)
     inputs["labels"] = inputs["labels"][:-1]
@@ -120,11 +198,20 @@ def test_probe_rejects_labels_of_another_length(probe):
         probe.func(**inputs)
 
 
-@every_probe
+@labelled_probe
 def test_probe_rejects_one_hot_labels_with_a_hint(probe):
     inputs = make_inputs(probe.needs, _labels(seed=10), seed=10)
     inputs["labels"] = np.eye(3)[inputs["labels"]]
     with pytest.raises(ProbeError, match=r"labels: expected a 1-D .*argmax"):
+        probe.func(**inputs)
+
+
+@labelled_probe
+def test_probe_rejects_unlabelled_samples(probe):
+    inputs = make_inputs(probe.needs, _labels(seed=12), seed=12)
+    inputs["labels"] = inputs["labels"].astype(object)
+    inputs["labels"][4] = None
+    with pytest.raises(ProbeError, match=r"labels: 1 label\(s\) are NaN or None"):
         probe.func(**inputs)
 
 
@@ -137,25 +224,55 @@ def test_probe_rejects_array_inputs_that_are_not_2d_naming_the_input(probe):
             probe.func(**inputs)
 
 
-@pytest.mark.parametrize(
-    ("labels", "found"),
-    [
-        (np.array([0.0, 1.0, np.nan, 1.0]), "labels: 1 label.s. are NaN"),
-        (np.array([1, "a", None, 2], dtype=object), "labels: values of different types"),
-    ],
-    ids=["nan", "mixed-types"],
-)
-def test_labels_that_cannot_name_classes_are_rejected(labels, found):
-    with pytest.raises(ProbeError, match=found):
-        probes.logme(np.ones((4, 2)), labels)
+def _constant(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.full_like(features, 0.1)
+
+
+def _duplicated_columns(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.hstack([features, features, np.zeros_like(features)])
+
+
+def _duplicated_rows(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return features[np.arange(len(labels)) // 2 * 2]  # pairs of identical samples
+
+
+def _wider_than_long(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return np.hstack([features, np.random.default_rng(0).normal(size=(len(labels), 60))])
+
+
+def _large_offset(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    return 1e6 + 1e-3 * features
+
+
+DEGENERATE_FEATURES = {
+    "constant": _constant,
+    "duplicated-columns": _duplicated_columns,
+    "duplicated-rows": _duplicated_rows,
+    "N<D": _wider_than_long,
+    "large-offset": _large_offset,
+}
+
+
+@featured_probe
+@pytest.mark.parametrize("degrade", DEGENERATE_FEATURES.values(), ids=DEGENERATE_FEATURES.keys())
+def test_probe_gives_a_finite_value_on_degenerate_features(probe, degrade):
+    inputs = make_inputs(probe.needs, _labels(seed=13), seed=13)
+    inputs["features"] = degrade(inputs["features"], inputs["labels"])
+    assert np.isfinite(probe.func(**inputs))
+
+
+@labelled_probe
+def test_probe_gives_a_finite_value_with_a_class_of_one_sample(probe):
+    labels = np.r_[_labels(n=30, seed=14), 3]
+    assert np.isfinite(probe.func(**make_inputs(probe.needs, labels, seed=14)))
 
 
 @every_probe
 def test_probe_entry_is_complete(probe):
     assert probe.needs and set(probe.needs) <= set(INPUTS)
-    assert "labels" in probe.needs
     assert 0 < len(probe.label) <= registry.MAX_LABEL_CHARS
     assert probe.meaning and "\n" not in probe.meaning
+    assert re.search(r"\b(better|best)\b", probe.meaning), "say which direction is good"
     assert probe.reference and probe.unit
     assert get_probe(probe.name) is probe
 
@@ -197,13 +314,20 @@ def test_compute_names_a_missing_input(probe):
 # --- properties over random shapes and labels ----------------------------------------
 
 
+_NAME_SETS = [
+    np.arange(4),
+    np.array([-7, 0, 3, 100]),
+    np.array(["b", "a", "d", "c"]),
+    _object_array([("x", 2), ("x", 1), ("a", 9), ("b", 0)]),
+    _object_array([3, "three", (3,), 3.5]),
+]
+
+
 @st.composite
 def labelled_problems(draw):
-    """Labels of 2-4 classes with 2-8 samples each (any sortable values), a seed, a width."""
+    """Labels of 2-4 classes with 2-8 samples each (any hashable values), a seed, a width."""
     counts = draw(st.lists(st.integers(2, 8), min_size=2, max_size=4))
-    names = draw(
-        st.sampled_from([np.arange(4), np.array([-7, 0, 3, 100]), np.array(["b", "a", "d", "c"])])
-    )
+    names = draw(st.sampled_from(_NAME_SETS))
     labels = np.repeat(names[: len(counts)], counts)
     seed = draw(st.integers(0, 2**16))
     np.random.default_rng(seed).shuffle(labels)
@@ -219,6 +343,20 @@ def test_probe_is_finite_on_any_labelled_problem(probe, problem):
     assert np.isfinite(value)
     if probe.unit == "fraction":
         assert -1.0 <= value <= 1.0
+
+
+@every_probe
+@settings(max_examples=3, deadline=None, derandomize=True)
+@given(problem=labelled_problems())
+def test_probe_is_invariant_to_sample_order_on_any_labelled_problem(probe, problem):
+    labels, seed, dim = problem
+    inputs = make_inputs(probe.needs, labels, seed=seed, dim=dim + 1)
+    order = np.random.default_rng(seed + 1).permutation(len(labels))
+    shuffled = {
+        name: value[order] if name in PER_SAMPLE else value for name, value in inputs.items()
+    }
+    expected = probe.func(**inputs)
+    assert probe.func(**shuffled) == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @settings(max_examples=20, deadline=None, derandomize=True)
@@ -260,8 +398,12 @@ def empty_registry(monkeypatch):
     return registry
 
 
-def test_every_required_probe_is_registered():
-    assert {"linear_probe_accuracy", "logme", "leep", "pretraining_gain"} <= set(PROBES)
+def test_every_required_probe_is_registered_in_the_report_column_order():
+    assert [name for name in PROBES if name in COLUMN_ORDER] == list(COLUMN_ORDER)
+
+
+def test_bn_stats_is_an_input():
+    assert "bn_stats" in INPUTS
 
 
 def test_list_probes_gives_the_probes_in_registration_order(empty_registry):
