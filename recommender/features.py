@@ -1,7 +1,9 @@
 """Layer-wise features in one pass: pooled stage outputs, penultimate features, source head.
 
 One batched ``inference_mode`` pass over the images feeds both the pre-trained backbone and
-its random-init twin (for the pre-training gain), so each image is decoded once. Results are
+its random-init twin (for the pre-training gain), so each image is decoded once. The same pass
+measures, at every BatchNorm layer of the pre-trained model, the per-channel mean and variance
+of the target's activations next to the layer's stored (source) running statistics. Results are
 cached in the user cache directory, keyed by the image files (paths, sizes, mtimes), the
 model, its weights and the preprocessing.
 """
@@ -21,12 +23,13 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from recommender.backbones import Backbone
+from recommender.bnstats import BatchNormRecorder
 from recommender.cache import atomic_write, cache_dir, digest
 from recommender.errors import DatasetError, UsageError
 from recommender.images import UnreadableImage, open_rgb
 
 # Bump when what is stored changes, so old cache entries are not reused.
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,10 @@ class Features:
     pretrained: tuple[np.ndarray, ...]
     random_init: tuple[np.ndarray, ...]
     source_probs: np.ndarray  # (N, Cs) softmax of the pre-trained source head
+    # Per block: (4, K) float64 rows target mean, target variance, running mean, running
+    # variance over the K channels of the block's BatchNorm layers (variances + the layer's
+    # eps: what the layer divides by); None for a block without BatchNorm.
+    bn_stats: tuple[np.ndarray | None, ...] = ()
     from_cache: bool = False
 
     def dims(self) -> tuple[int, ...]:
@@ -156,8 +163,9 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
         model.eval().to(device, memory_format=torch.channels_last)
     outputs: list[list[list[np.ndarray]]] = [[[] for _ in backbone.blocks] for _ in models]
     probs: list[np.ndarray] = []
+    recorder = BatchNormRecorder(backbone.model, backbone.blocks)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), recorder:
             done = 0
             for images, errors in loader:
                 _raise_unreadable(paths, done, errors)
@@ -178,7 +186,7 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
         backbone.model.to("cpu", memory_format=torch.contiguous_format)
     stacked = [tuple(np.concatenate(col) for col in store) for store in outputs]
     return Features(tuple(b.name for b in backbone.blocks), stacked[0], stacked[1],
-                    np.concatenate(probs))
+                    np.concatenate(probs), recorder.per_block())
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, num_blocks: int):
@@ -208,6 +216,9 @@ def _save(path: Path, features: Features) -> None:
     for name, pre, rnd in zip(features.blocks, features.pretrained, features.random_init):
         arrays[f"pretrained/{name}"] = pre
         arrays[f"random_init/{name}"] = rnd
+    for name, stats in zip(features.blocks, features.bn_stats):
+        if stats is not None:
+            arrays[f"bn_stats/{name}"] = stats
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
@@ -224,6 +235,8 @@ def _load(path: Path, names: tuple[str, ...]) -> Features | None:
                 tuple(data[f"pretrained/{n}"] for n in names),
                 tuple(data[f"random_init/{n}"] for n in names),
                 data["source_probs"],
+                tuple(data[f"bn_stats/{n}"] if f"bn_stats/{n}" in data.files else None
+                      for n in names),
                 from_cache=True,
             )
     except (OSError, KeyError, ValueError):
