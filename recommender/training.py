@@ -1,0 +1,179 @@
+"""A small, deterministic supervised training loop on images held in memory.
+
+Used for the measured scratch accuracy (the paper's own measure of fit): the images of a
+small target set are decoded once, at a reduced resolution, into a uint8 tensor; each epoch
+draws augmented crops from it on the main process with a seeded generator, so the same seed
+gives the same numbers on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recommender.errors import DatasetError
+from recommender.images import UnreadableImage, open_rgb
+
+
+@dataclass(frozen=True)
+class ImageTensors:
+    """Images (N, 3, S, S) uint8, centre-cropped to S, and their class codes (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def subset(self, index: np.ndarray) -> ImageTensors:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return ImageTensors(self.images[index], self.labels[index])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train: SGD with Nesterov momentum or AdamW, cosine decay after a linear warm-up."""
+
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int = 32
+    optimizer: str = "sgd_nesterov"  # or "adamw"
+    momentum: float = 0.9
+    warmup_fraction: float = 0.1  # of all steps: a small set has few steps per epoch
+    label_smoothing: float = 0.1
+    min_crop_scale: float = 0.35  # random-resized-crop area range [min, 1]
+
+
+def load_image_tensors(paths: Sequence[Path], codes: Sequence[int], size: int,
+                       on_image: Callable[[int], None] | None = None) -> ImageTensors:
+    """Decode every image, resize its shorter side to ``size`` and centre-crop a square."""
+    from PIL import Image
+
+    images = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        try:
+            image = open_rgb(path)
+        except UnreadableImage as exc:
+            raise DatasetError(f"{path} became unreadable during training ({exc.reason}).",
+                               "Do not modify the dataset while nbtl runs, then run again.") \
+                from None
+        scale = size / min(image.size)
+        w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+        image = image.resize((w, h), Image.BICUBIC)
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+        images[i] = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+        if on_image is not None:
+            on_image(1)
+    return ImageTensors(images, torch.as_tensor(np.asarray(codes), dtype=torch.long))
+
+
+def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Sequence[float],
+          std: Sequence[float], seed: int, device: str = "cpu",
+          on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
+    """Train ``model`` in place on ``data``; ``on_epoch(epoch, mean_loss)`` after each epoch.
+
+    Weight decay applies to weights of rank >= 2 only (BatchNorm and biases excluded).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    model.to(device, memory_format=torch.channels_last).train()
+    groups = decay_groups(model, config.weight_decay)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    else:
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                    nesterov=True)
+    n = data.labels.numel()
+    steps_per_epoch = max(1, n // config.batch_size)  # drop the last partial batch
+    total = steps_per_epoch * config.epochs
+    warmup = max(1, round(config.warmup_fraction * total))
+    normalise = _normaliser(mean, std, device)
+    step = 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        losses = []
+        for b in range(steps_per_epoch):
+            index = order[b * config.batch_size:(b + 1) * config.batch_size]
+            images = _augment(data.images[index], config.min_crop_scale, generator)
+            images = normalise(images.to(device)).contiguous(memory_format=torch.channels_last)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, config.lr, warmup, total)
+            with _autocast(device):
+                logits = model(images)
+            loss = F.cross_entropy(logits.float(), data.labels[index].to(device),
+                                   label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+        if on_epoch is not None:
+            on_epoch(epoch + 1, float(np.mean(losses)))
+    return model.eval()
+
+
+def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Optimiser parameter groups: weight decay on weights of rank >= 2 (convolutions, linear
+    layers), none on BatchNorm parameters and biases (rank 1)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]
+
+
+@torch.inference_mode()
+def accuracy(model: nn.Module, data: ImageTensors, *, mean: Sequence[float],
+             std: Sequence[float], device: str = "cpu", batch_size: int = 64) -> float:
+    """Fraction of ``data`` that ``model`` (in eval mode) classifies correctly."""
+    model.to(device, memory_format=torch.channels_last).eval()
+    normalise = _normaliser(mean, std, device)
+    correct = 0
+    for start in range(0, data.labels.numel(), batch_size):
+        images = normalise(data.images[start:start + batch_size].to(device))
+        with _autocast(device):
+            logits = model(images.contiguous(memory_format=torch.channels_last))
+        labels = data.labels[start:start + batch_size].to(device)
+        correct += int((logits.argmax(dim=1) == labels).sum())
+    return correct / data.labels.numel()
+
+
+def _lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * peak * (1.0 + math.cos(math.pi * progress))
+
+
+def _augment(images: torch.Tensor, min_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Random-resized crop (area in [min_scale, 1], aspect in [3/4, 4/3]) and horizontal flip,
+    per image, drawn from ``generator``."""
+    size = images.shape[-1]
+    out = torch.empty(images.shape, dtype=torch.float32)
+    draws = torch.rand((images.shape[0], 5), generator=generator).tolist()
+    for i, (u_area, u_ratio, u_x, u_y, u_flip) in enumerate(draws):
+        area = size * size * (min_scale + (1.0 - min_scale) * u_area)
+        ratio = math.exp(math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * u_ratio)
+        w = min(size, max(1, round(math.sqrt(area * ratio))))
+        h = min(size, max(1, round(math.sqrt(area / ratio))))
+        x, y = int(u_x * (size - w + 1)), int(u_y * (size - h + 1))
+        crop = images[i:i + 1, :, y:y + h, x:x + w].float()
+        crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)
+        out[i] = crop[0].flip(-1) if u_flip < 0.5 else crop[0]
+    return out
+
+
+def _normaliser(mean: Sequence[float], std: Sequence[float], device: str):
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
+    return lambda x: (x.float() - m) / s
+
+
+def _autocast(device: str):
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)

@@ -1,0 +1,79 @@
+"""The measured scratch accuracy and its training loop: splits, schedule, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from recommender.scratch import stratified_split
+from recommender.training import (
+    ImageTensors,
+    TrainConfig,
+    _lr_at,
+    accuracy,
+    decay_groups,
+    train,
+)
+
+
+def test_split_holds_out_a_quarter_of_every_class_and_keeps_one_to_train():
+    codes = np.repeat([0, 1, 2], [20, 8, 2])
+    train_idx, test_idx = stratified_split(codes, 0.25, seed=0)
+    assert np.bincount(codes[test_idx]).tolist() == [5, 2, 1]
+    assert np.bincount(codes[train_idx]).tolist() == [15, 6, 1]
+    assert not set(train_idx) & set(test_idx)
+
+
+def test_split_depends_on_the_seed_only():
+    codes = np.repeat([0, 1], 12)
+    assert np.array_equal(stratified_split(codes, 0.25, 3)[1], stratified_split(codes, 0.25, 3)[1])
+    assert not np.array_equal(stratified_split(codes, 0.25, 3)[1],
+                              stratified_split(codes, 0.25, 4)[1])
+
+
+def test_learning_rate_warms_up_linearly_then_decays_to_zero():
+    rates = [_lr_at(step, 0.1, warmup=4, total=20) for step in range(20)]
+    assert rates[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert all(a >= b for a, b in zip(rates[3:], rates[4:]))
+    assert rates[-1] < 0.002
+
+
+def _toy(seed: int = 0) -> ImageTensors:
+    """Two classes told apart by brightness."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(32) % 2
+    images = (torch.rand((32, 3, 8, 8), generator=g) * 100 + labels.view(-1, 1, 1, 1) * 150)
+    return ImageTensors(images.to(torch.uint8), labels)
+
+
+def _tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+
+
+CONFIG = TrainConfig(epochs=6, lr=0.1, weight_decay=1e-4, batch_size=8)
+NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+
+
+def test_training_learns_a_separable_toy_task():
+    model = train(_tiny_model(), _toy(), CONFIG, seed=0, **NORM)
+    assert accuracy(model, _toy(seed=1), **NORM) >= 0.9
+
+
+def test_training_is_deterministic_for_a_seed():
+    a = train(_tiny_model(), _toy(), CONFIG, seed=5, **NORM)
+    b = train(_tiny_model(), _toy(), CONFIG, seed=5, **NORM)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_weight_decay_spares_batchnorm_and_biases():
+    model = _tiny_model()
+    decayed, spared = decay_groups(model, 0.01)
+    assert decayed["weight_decay"] == 0.01 and spared["weight_decay"] == 0.0
+    ids = {id(p) for p in spared["params"]}
+    assert {id(model[1].weight), id(model[1].bias), id(model[0].bias), id(model[5].bias)} == ids
+    assert len(decayed["params"]) + len(spared["params"]) == len(list(model.parameters()))
