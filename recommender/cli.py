@@ -13,6 +13,7 @@ import typer
 
 from recommender import report
 from recommender.errors import EXIT_USAGE, NbtlError, UsageError
+from recommender.scratch import SCRATCH_EPOCHS
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
@@ -50,6 +51,15 @@ def recommend_command(
         "--no-cache", help="Neither read nor write the feature cache.")] = False,
     offline: Annotated[bool, typer.Option(
         "--offline", help="Never contact a model hub; use only locally cached weights.")] = False,
+    scratch: Annotated[bool, typer.Option(
+        "--scratch", help="Also train the network from random initialisation on a held-out "
+                          "split (the paper's own measure of fit; minutes on a CPU).")] = False,
+    scratch_epochs: Annotated[int, typer.Option(
+        "--scratch-epochs", help="Epochs of the --scratch training.")] = SCRATCH_EPOCHS,
+    set_values: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="NAME=VALUE",
+        help="Override a recommended hyperparameter (repeatable), e.g. --set base_lr=0.003; "
+             "the value wins over every rule and is marked as yours.")] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the result as JSON to this file, or '-' for stdout "
                        "(the report then goes to stderr).")] = None,
@@ -76,6 +86,7 @@ def recommend_command(
         return
     if path is None:
         raise UsageError("Missing the dataset PATH.", "Usage: nbtl-recommend PATH [OPTIONS]")
+    overrides = _parse_overrides(set_values or [])
     from recommender.pipeline import recommend
 
     json_to_stdout = json_out == "-"
@@ -96,8 +107,11 @@ def recommend_command(
         device=device.value,
         use_cache=not no_cache,
         offline=offline,
+        scratch=scratch,
+        scratch_epochs=scratch_epochs,
+        overrides=overrides,
         on_stage=None if quiet else report.stage_printer(err),
-        on_batch_factory=None if quiet else report.progress_factory(err),
+        progress=None if quiet else report.progress_factory(err),
     )
     # The JSON file first: a report cut short (a closed pipe) must not lose it.
     if json_out and not json_to_stdout:
@@ -106,6 +120,24 @@ def recommend_command(
         report.print_report(result, out)
     if json_to_stdout:
         sys.stdout.write(_document(result))
+
+
+def _parse_overrides(texts: list[str]) -> dict[str, object]:
+    """``--set name=value`` strings -> typed values; a bad one is a usage error naming it."""
+    import heuristics
+
+    overrides: dict[str, object] = {}
+    for text in texts:
+        try:
+            name, value = heuristics.parse_override(text)
+        except ValueError as exc:
+            raise UsageError(f"--set {text}: {exc}",
+                             "List the settings with their types in the README "
+                             "(section 'Overriding a recommendation').") from None
+        if name in overrides:
+            raise UsageError(f"--set {name} is given twice.", "Give each setting once.")
+        overrides[name] = value
+    return overrides
 
 
 def _document(result) -> str:

@@ -20,9 +20,18 @@ import probes
 from probes import Measurement, ProbeError
 from recommender.backbones import load_backbone
 from recommender.dataset import Dataset, load_dataset
-from recommender.features import Features, extract_features
+from recommender.features import Features, extract_features, resolve_device
+from recommender.scratch import SCRATCH_EPOCHS, SCRATCH_IMAGE_SIZE, ScratchResult, scratch_accuracy
 
 SCHEMA_VERSION = "1.0"
+# Inputs that exist once per block: a probe that needs one of them is computed per block.
+BLOCK_INPUTS = ("features", "random_features", "bn_stats")
+# Why an input can be missing, in words for the report (instead of "was not given").
+MISSING_INPUT = {
+    "bn_stats": "this block has no BatchNorm layer (e.g. a LayerNorm model), so there are no "
+                "stored source statistics to compare with",
+    "source_probs": "the model has no source classifier head",
+}
 
 
 @dataclass(frozen=True)
@@ -59,13 +68,17 @@ class Result:
     probes: tuple[ProbeResult, ...]
     recommendation: heuristics.Recommendation
     settings: Mapping[str, Any]
+    scratch: ScratchResult | None = None
     # Wall times and cache hits differ between identical runs: shown in the report,
     # kept out of the JSON so that the same inputs and seed give the same document.
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
     features_from_cache: bool = field(default=False, compare=False)
 
     def summary_measures(self) -> dict[str, float]:
-        return summary_measures(self.probes)
+        measures = summary_measures(self.probes)
+        if self.scratch is not None:
+            measures["scratch_accuracy"] = self.scratch.accuracy
+        return measures
 
     def to_dict(self) -> dict[str, Any]:
         registry = {p.name: p for p in probes.list_probes()}
@@ -79,6 +92,7 @@ class Result:
                 "dims": list(self.dims),
                 "summary": self.summary_measures(),
                 "probes": {p.name: p.to_dict() for p in self.probes},
+                "scratch": self.scratch.to_dict() if self.scratch else None,
                 "definitions": {
                     name: {
                         "label": registry[name].label,
@@ -108,14 +122,19 @@ def recommend(
     device: str = "auto",
     use_cache: bool = True,
     offline: bool = False,
+    scratch: bool = False,
+    scratch_epochs: int = SCRATCH_EPOCHS,
+    overrides: Mapping[str, Any] | None = None,
     on_stage: Callable[[str], None] | None = None,
-    on_batch_factory: Callable[[int], Callable[[int], None]] | None = None,
+    progress: Callable[[str, int, str], Callable[[int], None]] | None = None,
 ) -> Result:
     """Analyse the image dataset at ``path`` and recommend non-binary fine-tuning settings.
 
-    Parameters mirror the ``nbtl-recommend`` options. ``on_stage(text)`` is told when each
-    step starts, and ``on_batch_factory(total)`` may return a per-batch callback (progress
-    bars); both default to silence.
+    Parameters mirror the ``nbtl-recommend`` options: ``scratch`` also trains the network
+    from random initialisation for ``scratch_epochs`` (the paper's own measure of fit),
+    ``overrides`` maps hyperparameter names to values that win over every rule.
+    ``on_stage(text)`` is told when each step starts, and ``progress(label, total, unit)``
+    may return a callback ``advance(n)`` (progress bars); both default to silence.
 
     Raises
     ------
@@ -139,7 +158,7 @@ def recommend(
     say("Extracting features")
     mark = time.perf_counter()
     paths = [p for p, _ in dataset.samples]
-    on_batch = on_batch_factory(len(paths)) if on_batch_factory else None
+    on_batch = progress("features", len(paths), "images") if progress else None
     features = extract_features(
         paths, backbone, batch_size=batch_size, workers=workers, device=device,
         use_cache=use_cache, on_batch=on_batch,
@@ -152,6 +171,20 @@ def recommend(
     results = run_probes(features, labels)
     timings["probes_s"] = time.perf_counter() - mark
 
+    measures = summary_measures(results)
+    scratch_result = None
+    if scratch:
+        say(f"Training from scratch ({scratch_epochs} epochs at {SCRATCH_IMAGE_SIZE} px)")
+        mark = time.perf_counter()
+        on_image = progress("decoding", len(paths), "images") if progress else None
+        on_step = progress("scratch", scratch_epochs, "epochs") if progress else None
+        scratch_result = scratch_accuracy(
+            dataset, backbone, epochs=scratch_epochs, seed=seed,
+            device=resolve_device(device), on_image=on_image,
+            on_epoch=(lambda _epoch, _loss: on_step(1)) if on_step else None)
+        measures["scratch_accuracy"] = scratch_result.accuracy
+        timings["scratch_s"] = time.perf_counter() - mark
+
     profile = {}
     for p in results:
         if p.per_block and all(m is not None for m in p.values):
@@ -159,12 +192,13 @@ def recommend(
             if all(m.spread is not None for m in p.values):  # fold noise, for the rules
                 profile[f"{p.name}_spread"] = [m.spread for m in p.values]
     recommendation = heuristics.recommend(
-        summary_measures(results),
+        measures,
         profile=profile,
         blocks=backbone.blocks,
         head_modules=backbone.head_modules,
         num_images=len(dataset.samples),
         num_classes=len(dataset.classes),
+        overrides=dict(overrides or {}),
     )
     timings["total_s"] = time.perf_counter() - start
     return Result(
@@ -174,8 +208,11 @@ def recommend(
         dims=features.dims(),
         probes=tuple(results),
         recommendation=recommendation,
+        scratch=scratch_result,
         settings={"seed": seed, "max_per_class": max_per_class, "image_size": image_size,
-                  "labels_csv": str(labels_csv) if labels_csv else None},
+                  "labels_csv": str(labels_csv) if labels_csv else None,
+                  "scratch_epochs": scratch_epochs if scratch else None,
+                  "overrides": {k: overrides[k] for k in sorted(overrides or {})}},
         timings=timings,
         features_from_cache=features.from_cache,
     )
@@ -197,18 +234,18 @@ def run_probes(
     made-up number.
     """
     registered = probes.list_probes()
-    per_block = [p.name for p in registered if {"features", "random_features"} & set(p.needs)]
-    blocks = list(zip(features.pretrained, features.random_init))
-    jobs = min(len(blocks), jobs or os.cpu_count() or 1)
+    per_block = [p.name for p in registered if set(BLOCK_INPUTS) & set(p.needs)]
+    bn_stats = features.bn_stats or (None,) * len(features.blocks)
+    inputs = [{"features": f, "random_features": r, "bn_stats": b, "labels": labels}
+              for f, r, b in zip(features.pretrained, features.random_init, bn_stats)]
+    jobs = min(len(inputs), jobs or os.cpu_count() or 1)
     if jobs > 1:
         from joblib import Parallel, delayed
 
         columns = Parallel(n_jobs=jobs, backend="loky")(
-            delayed(_measure)(per_block, {"features": f, "random_features": r, "labels": labels})
-            for f, r in blocks)
+            delayed(_measure)(per_block, block) for block in inputs)
     else:
-        columns = [_measure(per_block, {"features": f, "random_features": r, "labels": labels})
-                   for f, r in blocks]
+        columns = [_measure(per_block, block) for block in inputs]
     once = _measure([p.name for p in registered if p.name not in per_block],
                     {"source_probs": features.source_probs, "labels": labels})
     results = []
@@ -230,11 +267,19 @@ def _measure(names: list[str], inputs: dict[str, np.ndarray]
     BLAS runs on one thread whatever the process, so that a value does not depend on the
     number of jobs or cores (a different reduction order changes the last bits).
     """
+    # threadpool_limits only reaches BLAS libraries already loaded: scipy and scikit-learn
+    # bring their own OpenBLAS, which would otherwise start one thread per core per worker.
+    import scipy.linalg  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     out: dict[str, tuple[Measurement | None, str | None]] = {}
     with threadpool_limits(limits=1):
         for name in names:
+            missing = [need for need in probes.get_probe(name).needs if inputs.get(need) is None]
+            if missing and missing[0] in MISSING_INPUT:
+                out[name] = (None, f"unavailable: {MISSING_INPUT[missing[0]]}.")
+                continue
             try:
                 out[name] = (probes.compute(name, **inputs), None)
             except ProbeError as exc:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from recommender.pipeline import Result
 
 MAX_SKIPPED_SHOWN = 10
+_CONFIDENCE_STYLE = {"high": "green", "medium": "yellow", "low": "red"}
 
 
 def console(stderr: bool, quiet: bool = False) -> Console:
@@ -35,15 +37,16 @@ def stage_printer(err: Console) -> Callable[[str], None]:
     return lambda text: err.print(Text(f"· {text}", style="dim"))
 
 
-def progress_factory(err: Console) -> Callable[[int], Callable[[int], None]]:
-    """A per-batch callback that draws a progress bar on ``err`` for ``total`` images."""
+def progress_factory(err: Console) -> Callable[[str, int, str], Callable[[int], None]]:
+    """``start(label, total, unit)`` draws a progress bar on ``err`` and returns ``advance(n)``;
+    the bar goes away when ``total`` is reached."""
 
-    def start(total: int) -> Callable[[int], None]:
+    def start(label: str, total: int, unit: str) -> Callable[[int], None]:
         progress = Progress(
-            TextColumn("  features"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("images"), TimeRemainingColumn(), console=err, transient=True,
+            TextColumn(f"  {label}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn(unit), TimeRemainingColumn(), console=err, transient=True,
         )
-        task = progress.add_task("features", total=total)
+        task = progress.add_task(label, total=total)
         progress.start()
         done = 0
 
@@ -114,68 +117,115 @@ def _print_model(model: dict[str, Any], out: Console) -> None:
 def _print_measures(result: Result, out: Console) -> None:
     registry = {p.name: p for p in probes.list_probes()}
     per_block = [p for p in result.probes if p.per_block]
-    table = Table(title="Measures by block", title_justify="left",
-                  caption="top row: nearest the input; bottom row: penultimate features",
-                  caption_justify="left")
-    table.add_column("block")
-    table.add_column("dim", justify="right")
+    table = Table(title="Measures by block (bottom-up: input → penultimate features)",
+                  title_justify="left", caption="↑ higher is better · ↓ lower is better · "
+                  "± standard deviation over cross-validation folds", caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("measure", no_wrap=True)
+    for block, dim in zip(result.blocks, result.dims):
+        table.add_column(f"{block}\n{dim}-d", justify="right", no_wrap=True)
     for p in per_block:
-        arrow = "↑" if registry[p.name].higher_is_better else "↓"
-        table.add_column(f"{registry[p.name].label} {arrow}", justify="right")
-    for i, block in enumerate(result.blocks):
-        cells = [_fmt(p.values[i]) for p in per_block]
-        table.add_row(block, str(result.dims[i]), *cells)
+        table.add_row(_label(registry[p.name]),
+                      *(_short(m.value) if m else "n/a" for m in p.values))
+        if any(m is not None and m.spread is not None for m in p.values):
+            table.add_row(Text("  ±", style="dim"), *(
+                Text(_short(m.spread), style="dim") if m and m.spread is not None else ""
+                for m in p.values))
     out.print()
     out.print(table)
-    for p in (p for p in result.probes if not p.per_block):
-        probe = registry[p.name]
-        out.print(Text.assemble((f"{probe.label}", "bold"), " (source head): ",
-                                _fmt(p.summary) or "unavailable"))
+    once = [p for p in result.probes if not p.per_block]
+    if once:
+        cells = [f"{_label(registry[p.name])} {_fmt(p.summary)}" for p in once]
+        out.print(Text.assemble(("Source head ", "bold"), "(whole model): ", " · ".join(cells)),
+                  overflow="fold")
+    if result.scratch is not None:
+        s = result.scratch
+        out.print(Text.assemble(
+            ("Scratch ", "bold"),
+            f"accuracy {_fmt_value(s.accuracy)} ± {_fmt_value(s.spread)}: the network trained "
+            f"from random initialisation for {s.epochs} epochs at {s.image_size} px on "
+            f"{s.n_train} images, tested on {s.n_test} held out (a short budget: a lower "
+            "bound on full training)"), overflow="fold")
+    out.print(Text("What they mean", style="bold"))
     for p in result.probes:
         probe = registry[p.name]
-        out.print(Text(f"  {probe.label}: {probe.meaning} ({probe.reference})", style="dim"),
+        out.print(Text(f"  {_label(probe)}: {probe.meaning} ({probe.reference})", style="dim"),
                   overflow="fold")
-        for block, error in zip(result.blocks, p.errors):
-            if error:
-                out.print(Text(f"  {probe.label} unavailable at {block}: {error}",
-                               style="yellow"), overflow="fold")
+        reasons = {error for error in p.errors if error}
+        for error in sorted(reasons):
+            where = [b for b, e in zip(result.blocks, p.errors) if e == error] \
+                if p.per_block else []
+            at = f" at {', '.join(where)}" if where else ""
+            out.print(Text(f"    unavailable{at}: {error.removeprefix('unavailable: ')}",
+                           style="yellow"), overflow="fold")
+
+
+def _short(value: float) -> str:
+    """At most 4 significant digits, for table cells."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+        return f"{value:.1e}"
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _label(probe) -> str:
+    return f"{probe.label} {'↑' if probe.higher_is_better else '↓'}"
 
 
 def _print_recommendation(rec: dict[str, Any], out: Console) -> None:
     hp = rec["hyperparameters"]
-    table = Table(title="Recommended fine-tuning settings", title_justify="left")
-    table.add_column("setting", no_wrap=True)
-    for column in ("value", "search range", "confidence"):
-        table.add_column(column, overflow="fold")
-    table.add_column("decided by", no_wrap=True)
-    defaults = set(rec.get("defaults_used", ()))
-    for name, detail in rec["details"].items():
-        rule = detail["reasons"][-1] if detail["reasons"] else ""
-        table.add_row(name, _fmt_value(detail["value"]), _fmt_range(detail["range"]),
-                      detail["confidence"], rule + (" (default)" if name in defaults else ""))
     out.print()
-    out.print(table)
+    out.print(Text("Recommended fine-tuning settings", style="bold"),
+              Text("(value · search range · confidence · why)", style="dim"))
+    sources: list[str] = []
+    for name, detail in rec["details"].items():
+        user = detail.get("set_by") == "override"
+        source = detail.get("source") or ""
+        if source and source not in sources and not user:
+            sources.append(source)
+        cite = f" [{sources.index(source) + 1}]" if source in sources else ""
+        out.print(Text.assemble(
+            ("  ", ""), (name, "bold magenta" if user else "bold"),
+            (f" = {_fmt_value(detail['value'])}", "bold"),
+            (f" · range {_fmt_range(detail['range'])}", ""),
+            (f" · {'set by you' if user else detail['confidence']}",
+             "magenta" if user else _CONFIDENCE_STYLE.get(detail["confidence"], "")),
+            (f" · {detail.get('reason', '')}", "magenta" if user else "dim"),
+            (cite, "cyan")),
+            overflow="fold")
+    if rec.get("overrides"):
+        out.print(Text("  Settings marked 'set by you' come from --set; the settings that "
+                       "depend on them followed your value.", style="magenta"))
     groups = Table(title="Learning-rate groups", title_justify="left")
-    for column in ("group", "lr", "modules"):
+    for column in ("group", "lr", "penalty", "blocks", "modules"):
         groups.add_column(column, overflow="fold")
     for group in hp["lr_groups"]:
-        groups.add_row(group["name"], _fmt_value(group["lr"]), ", ".join(group["modules"]))
+        penalty = {"l2sp": f"L2-SP {_fmt_value(hp['l2sp_weight'])}",
+                   "l2": f"L2 {_fmt_value(hp['l2_weight'])}"}.get(group["penalty"],
+                                                                   group["penalty"])
+        modules = "(all other parameters)" if group.get("rest") else ", ".join(group["modules"])
+        groups.add_row(group["name"], _fmt_value(group["lr"]), penalty,
+                       ", ".join(group.get("blocks", ())), modules)
     out.print(groups)
-    l2 = f"L2 (beta {_fmt_value(hp['l2_weight'])})"
+    excluded = " and ".join(hp.get("exclude_from_decay", ())) or "nothing"
     if hp["l2sp_weight"] > 0 and hp["l2sp_modules"]:
-        out.print(Text(f"L2-SP (alpha {_fmt_value(hp['l2sp_weight'])}) on: "
-                       f"{', '.join(hp['l2sp_modules'])}; {l2} on every other weight, "
-                       "BatchNorm excluded."), overflow="fold")
+        out.print(Text(f"L2-SP alpha/2·||w - w0||² (alpha {_fmt_value(hp['l2sp_weight'])}) pulls "
+                       "the lower transferred blocks toward their pre-trained weights; L2 "
+                       f"beta/2·||w||² (beta {_fmt_value(hp['l2_weight'])}) on the rest; "
+                       f"{excluded} excluded from both."), overflow="fold")
     else:
-        out.print(Text(f"L2-SP off; {l2} on every weight, BatchNorm excluded."))
+        out.print(Text(f"L2-SP off: plain L2 beta/2·||w||² (beta {_fmt_value(hp['l2_weight'])}) "
+                       f"on every weight, {excluded} excluded."), overflow="fold")
+    if hp.get("lp_ft"):
+        out.print(Text(f"LP-FT: train the new layers alone for {hp['lp_epochs']} epoch(s), then "
+                       f"everything, {hp['epochs']} epochs in all."), overflow="fold")
     out.print()
-    out.print(Text("Why", style="bold"))
-    for reason in rec["reasons"]:
-        out.print(Text.assemble((f"  [{reason['rule']}] ", "cyan"), reason["text"]),
-                  overflow="fold")
-        out.print(Text(f"      source: {reason['source']}", style="dim"), overflow="fold")
-    out.print(Text("  (the JSON carries every rule evaluated, fired or not, in "
-                   "recommendation.trace)", style="dim"))
+    out.print(Text("Sources", style="bold"))
+    for number, source in enumerate(sources, 1):
+        out.print(Text.assemble((f"  [{number}] ", "cyan"), (source, "dim")), overflow="fold")
+    out.print(Text("  (the JSON carries each setting's deciding rule and measure values, and "
+                   "every rule evaluated, fired or not, in recommendation.trace)", style="dim"))
 
 
 def _fmt(measurement) -> str:
@@ -188,6 +238,10 @@ def _fmt(measurement) -> str:
 
 
 def _fmt_value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt_value(v) for v in value) or "—"
     if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
     if value == 0 or not math.isfinite(value):
@@ -198,10 +252,13 @@ def _fmt_value(value: Any) -> str:
 
 
 def _fmt_range(span: Any) -> str:
-    if isinstance(span, (list, tuple)) and len(span) == 2 and span[0] == span[1]:
+    if not isinstance(span, (list, tuple)):
+        return str(span)
+    if any(isinstance(v, (list, tuple)) for v in span):  # alternative sets, e.g. of exclusions
+        return " | ".join("+".join(map(str, v)) or "none" for v in span)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in span)
+    if numeric and len(span) == 2 and span[0] == span[1]:
         return _fmt_value(span[0])
-    if isinstance(span, (list, tuple)) and len(span) == 2:
+    if numeric and len(span) == 2:
         return f"{_fmt_value(span[0])} – {_fmt_value(span[1])}"
-    if isinstance(span, (list, tuple)):
-        return ", ".join(_fmt_value(v) for v in span)
-    return str(span)
+    return ", ".join(_fmt_value(v) for v in span)

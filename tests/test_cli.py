@@ -178,3 +178,30 @@ def test_version_prints_the_package_version(monkeypatch, capsys):
 
     code, out, _ = run(monkeypatch, capsys, "--version")
     assert code == 0 and out.strip() == f"nbtl {version('nbtl')}"
+
+
+def test_set_overrides_a_setting_and_the_report_marks_it(monkeypatch, capsys, sample_dir,
+                                                         tmp_path):
+    target = tmp_path / "out.json"
+    code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--set", "base_lr=0.003",
+                       "--set", "lp_ft=true", "--json", str(target))
+    assert code == 0
+    assert "base_lr = 0.003" in out and "set by you" in out
+    document = json.loads(target.read_text())
+    assert document["recommendation"]["overrides"] == {"base_lr": 0.003, "lp_ft": True}
+    assert document["recommendation"]["hyperparameters"]["lp_ft"] is True
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("warp_speed=9", "unknown"), ("base_lr=fast", "base_lr"), ("base_lr", "name=value")])
+def test_a_bad_set_is_a_usage_error_naming_it(monkeypatch, capsys, sample_dir, value, expected):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), "--set", value)
+    assert code == EXIT_USAGE
+    assert f"--set {value}" in err and expected in err.lower()
+    assert "Traceback" not in err
+
+
+def test_the_same_setting_twice_is_a_usage_error(monkeypatch, capsys, sample_dir):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), "--set", "base_lr=0.1",
+                       "--set", "base_lr=0.2")
+    assert code == EXIT_USAGE and "twice" in err

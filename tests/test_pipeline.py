@@ -77,3 +77,48 @@ def test_probe_values_do_not_depend_on_the_number_of_jobs():
     one = [p.to_dict() for p in run_probes(features, labels, jobs=1)]
     two = [p.to_dict() for p in run_probes(features, labels, jobs=2)]
     assert json.dumps(one) == json.dumps(two)
+
+
+def test_a_block_without_batchnorm_reports_the_bn_shift_as_unavailable_not_zero():
+    import numpy as np
+
+    from recommender.features import Features
+    from recommender.pipeline import run_probes
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 10)
+    blocks = tuple(rng.normal(size=(30, 6)) + labels[:, None] for _ in range(2))
+    stats = np.abs(rng.normal(size=(4, 5))) + 0.5
+    features = Features(("a", "b"), blocks, blocks, rng.dirichlet(np.ones(7), size=30),
+                        bn_stats=(stats, None))
+    shift = next(p for p in run_probes(features, labels, jobs=1) if p.name == "bn_shift")
+    assert shift.values[0] is not None and shift.errors[0] is None
+    assert shift.values[1] is None
+    assert "no BatchNorm layer" in shift.errors[1]
+
+
+def test_every_block_of_the_default_backbone_has_a_bn_shift(result):
+    shift = next(p for p in result.probes if p.name == "bn_shift")
+    assert all(m is not None and m.value >= 0 for m in shift.values)
+
+
+def test_overrides_win_and_are_recorded_in_the_settings(sample_dir):
+    result = recommender.recommend(sample_dir, max_per_class=2, workers=0,
+                                   overrides={"base_lr": 0.003, "reinit_top_blocks": 1})
+    doc = result.to_dict()
+    assert doc["settings"]["overrides"] == {"base_lr": 0.003, "reinit_top_blocks": 1}
+    hp = doc["recommendation"]["hyperparameters"]
+    assert hp["base_lr"] == 0.003 and hp["reinit_top_blocks"] == 1
+    assert doc["recommendation"]["details"]["base_lr"]["set_by"] == "override"
+
+
+def test_scratch_accuracy_is_measured_on_request_and_reaches_the_rules(sample_dir):
+    result = recommender.recommend(sample_dir, max_per_class=4, workers=0, scratch=True,
+                                   scratch_epochs=1)
+    doc = result.to_dict()
+    scratch = doc["measures"]["scratch"]
+    assert 0.0 <= scratch["value"] <= 1.0
+    assert scratch["n_train"] + scratch["n_test"] == 40 and scratch["epochs"] == 1
+    assert doc["measures"]["summary"]["scratch_accuracy"] == scratch["value"]
+    fired = {r["rule"] for r in doc["recommendation"]["reasons"]}
+    assert any(rule.startswith("fit.") and "scratch" in rule for rule in fired), fired
