@@ -242,8 +242,12 @@ def run_probes(
     if jobs > 1:
         from joblib import Parallel, delayed
 
-        columns = Parallel(n_jobs=jobs, backend="loky")(
-            delayed(_measure)(per_block, block) for block in inputs)
+        # Widest blocks first, one per task: the costliest probes grow with the width, and a
+        # worker that frees up takes the next block (without this, 5 equal blocks went 3 + 2).
+        order = sorted(range(len(inputs)), key=lambda i: -features.pretrained[i].shape[1])
+        done = Parallel(n_jobs=jobs, backend="loky", batch_size=1)(
+            delayed(_measure)(per_block, inputs[i]) for i in order)
+        columns = [done[order.index(i)] for i in range(len(inputs))]
     else:
         columns = [_measure(per_block, block) for block in inputs]
     once = _measure([p.name for p in registered if p.name not in per_block],
