@@ -20,6 +20,7 @@ import probes
 from probes import Measurement, ProbeError
 from recommender.backbones import load_backbone
 from recommender.dataset import Dataset, load_dataset
+from recommender.errors import UsageError
 from recommender.features import Features, extract_features, resolve_device
 from recommender.scratch import SCRATCH_EPOCHS, SCRATCH_IMAGE_SIZE, ScratchResult, scratch_accuracy
 
@@ -142,6 +143,8 @@ def recommend(
         ``DatasetError``, ``ModelUnavailableError`` or ``UsageError`` with a message that says
         what to do.
     """
+    if scratch and scratch_epochs < 1:  # before minutes of work, not after
+        raise UsageError(f"--scratch-epochs {scratch_epochs} must be at least 1.")
     say = on_stage or (lambda _text: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()

@@ -83,9 +83,10 @@ def print_report(result: Result, out: Console) -> None:
     _print_recommendation(doc["recommendation"], out)
     timings = result.timings
     cached = " (from cache)" if result.features_from_cache else ""
+    scratch = f", scratch training {timings['scratch_s']:.1f} s" if "scratch_s" in timings else ""
     out.print(Text(
         f"Time: features {timings.get('features_s', 0):.1f} s{cached}, probes "
-        f"{timings.get('probes_s', 0):.1f} s, total {timings.get('total_s', 0):.1f} s",
+        f"{timings.get('probes_s', 0):.1f} s{scratch}, total {timings.get('total_s', 0):.1f} s",
         style="dim"))
 
 
@@ -143,7 +144,8 @@ def _print_measures(result: Result, out: Console) -> None:
         out.print(Text.assemble(
             ("Scratch ", "bold"),
             f"accuracy {_fmt_value(s.accuracy)} ± {_fmt_value(s.spread)}: the network trained "
-            f"from random initialisation for {s.epochs} epochs at {s.image_size} px on "
+            f"from random initialisation for {s.epochs} epoch{'s' * (s.epochs != 1)} at "
+            f"{s.image_size} px on "
             f"{s.n_train} images, tested on {s.n_test} held out (a short budget: a lower "
             "bound on full training)"), overflow="fold")
     out.print(Text("What they mean", style="bold"))

@@ -205,3 +205,17 @@ def test_the_same_setting_twice_is_a_usage_error(monkeypatch, capsys, sample_dir
     code, _, err = run(monkeypatch, capsys, str(sample_dir), "--set", "base_lr=0.1",
                        "--set", "base_lr=0.2")
     assert code == EXIT_USAGE and "twice" in err
+
+
+def test_scratch_adds_its_measure_and_time_to_the_report(monkeypatch, capsys, sample_dir):
+    code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--scratch",
+                       "--scratch-epochs", "1")
+    assert code == 0
+    assert "Scratch accuracy" in out and "for 1 epoch at 96 px" in out
+    assert "scratch training" in out
+
+
+def test_zero_scratch_epochs_is_a_usage_error(monkeypatch, capsys, sample_dir):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--scratch",
+                       "--scratch-epochs", "0")
+    assert code == EXIT_USAGE and "--scratch-epochs 0" in err
