@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+import heuristics
 from recommender import report
 from recommender.errors import EXIT_USAGE, NbtlError, UsageError
 from recommender.scratch import SCRATCH_EPOCHS
@@ -59,7 +60,8 @@ def recommend_command(
     set_values: Annotated[list[str] | None, typer.Option(
         "--set", metavar="NAME=VALUE",
         help="Override a recommended hyperparameter (repeatable), e.g. --set base_lr=0.003; "
-             "the value wins over every rule and is marked as yours.")] = None,
+             "the value wins over every rule and is marked as yours. Names: "
+             + ", ".join(heuristics.SETTINGS) + ".")] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the result as JSON to this file, or '-' for stdout "
                        "(the report then goes to stderr).")] = None,
@@ -124,8 +126,6 @@ def recommend_command(
 
 def _parse_overrides(texts: list[str]) -> dict[str, object]:
     """``--set name=value`` strings -> typed values; a bad one is a usage error naming it."""
-    import heuristics
-
     overrides: dict[str, object] = {}
     for text in texts:
         try:

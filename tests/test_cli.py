@@ -219,3 +219,12 @@ def test_zero_scratch_epochs_is_a_usage_error(monkeypatch, capsys, sample_dir):
     code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--scratch",
                        "--scratch-epochs", "0")
     assert code == EXIT_USAGE and "--scratch-epochs 0" in err
+
+
+def test_help_lists_the_settings_that_set_can_override(monkeypatch, capsys):
+    import heuristics
+
+    code, out, _ = run(monkeypatch, capsys, "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert all(name in flat for name in heuristics.SETTINGS)
