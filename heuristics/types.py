@@ -94,6 +94,11 @@ class Block:
                                  f"got {module!r}")
         object.__setattr__(self, "modules", modules)
 
+    def contains(self, name: str) -> bool:
+        """Whether the module or parameter ``name`` (dotted, as in ``named_modules()`` or
+        ``named_parameters()``) is one of the block's modules or lies inside one."""
+        return any(name == m or name.startswith(m + ".") for m in self.modules)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "modules": list(self.modules)}
 

@@ -95,6 +95,6 @@ class BatchNormRecorder:
 
 def _block_of(name: str, blocks: Sequence[Block]) -> int | None:
     for index, block in enumerate(blocks):
-        if any(name == m or name.startswith(m + ".") for m in block.modules):
+        if block.contains(name):
             return index
     return None

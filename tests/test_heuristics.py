@@ -497,3 +497,10 @@ def test_without_spreads_the_noise_rule_is_skipped_and_traced():
     trace = {t.rule: t for t in rec.trace}
     assert not trace["reinit.drop_within_noise"].fired
     assert "linear_probe_accuracy_spread" in trace["reinit.drop_within_noise"].why
+
+
+def test_a_block_contains_its_modules_and_what_lies_inside_them_only():
+    block = Block("stage2", ("blocks.1", "conv_stem"))
+    assert block.contains("blocks.1") and block.contains("blocks.1.0.conv_dw.weight")
+    assert block.contains("conv_stem.weight")
+    assert not block.contains("blocks.10.0.bn1") and not block.contains("blocks")
