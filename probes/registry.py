@@ -56,6 +56,10 @@ class Probe:
     unit: str
     spread: Callable[..., tuple[float, float]] | None = None
 
+    def missing(self, inputs: dict) -> list[str]:
+        """The inputs this probe needs that ``inputs`` lacks (absent or ``None``), in order."""
+        return [need for need in self.needs if inputs.get(need) is None]
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -123,7 +127,7 @@ def compute(probe: Probe | str, **inputs: object) -> Measurement:
     """
     if isinstance(probe, str):
         probe = get_probe(probe)
-    missing = [need for need in probe.needs if inputs.get(need) is None]
+    missing = probe.missing(inputs)
     if missing:
         raise ProbeError(
             f"probe {probe.name!r} needs {', '.join(missing)}, which was not given; "

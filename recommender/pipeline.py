@@ -283,7 +283,7 @@ def _measure(names: list[str], inputs: dict[str, np.ndarray]
     out: dict[str, tuple[Measurement | None, str | None]] = {}
     with threadpool_limits(limits=1):
         for name in names:
-            missing = [need for need in probes.get_probe(name).needs if inputs.get(need) is None]
+            missing = probes.get_probe(name).missing(inputs)
             if missing and missing[0] in MISSING_INPUT:
                 out[name] = (None, f"unavailable: {MISSING_INPUT[missing[0]]}.")
                 continue
