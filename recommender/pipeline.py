@@ -76,10 +76,7 @@ class Result:
     features_from_cache: bool = field(default=False, compare=False)
 
     def summary_measures(self) -> dict[str, float]:
-        measures = summary_measures(self.probes)
-        if self.scratch is not None:
-            measures["scratch_accuracy"] = self.scratch.accuracy
-        return measures
+        return summary_measures(self.probes, self.scratch)
 
     def to_dict(self) -> dict[str, Any]:
         registry = {p.name: p for p in probes.list_probes()}
@@ -174,7 +171,6 @@ def recommend(
     results = run_probes(features, labels)
     timings["probes_s"] = time.perf_counter() - mark
 
-    measures = summary_measures(results)
     scratch_result = None
     if scratch:
         say(f"Training from scratch ({scratch_epochs} epochs at {SCRATCH_IMAGE_SIZE} px)")
@@ -185,7 +181,6 @@ def recommend(
             dataset, backbone, epochs=scratch_epochs, seed=seed,
             device=resolve_device(device), on_image=on_image,
             on_epoch=(lambda _epoch, _loss: on_step(1)) if on_step else None)
-        measures["scratch_accuracy"] = scratch_result.accuracy
         timings["scratch_s"] = time.perf_counter() - mark
 
     profile = {}
@@ -195,7 +190,7 @@ def recommend(
             if all(m.spread is not None for m in p.values):  # fold noise, for the rules
                 profile[f"{p.name}_spread"] = [m.spread for m in p.values]
     recommendation = heuristics.recommend(
-        measures,
+        summary_measures(results, scratch_result),
         profile=profile,
         blocks=backbone.blocks,
         head_modules=backbone.head_modules,
@@ -221,9 +216,13 @@ def recommend(
     )
 
 
-def summary_measures(results) -> dict[str, float]:
-    """Each probe's value at the penultimate features (or its single value): what rules read."""
-    return {p.name: p.summary.value for p in results if p.summary is not None}
+def summary_measures(results, scratch: ScratchResult | None = None) -> dict[str, float]:
+    """Each probe's value at the penultimate features (or its single value), and the
+    measured scratch accuracy when there is one: what the rules read."""
+    measures = {p.name: p.summary.value for p in results if p.summary is not None}
+    if scratch is not None:
+        measures["scratch_accuracy"] = scratch.accuracy
+    return measures
 
 
 def run_probes(
