@@ -25,8 +25,8 @@ from torch.utils.data import Dataset as TorchDataset
 from recommender.backbones import Backbone
 from recommender.bnstats import BatchNormRecorder
 from recommender.cache import atomic_write, cache_dir, digest
-from recommender.errors import DatasetError, UsageError
-from recommender.images import UnreadableImage, open_rgb
+from recommender.errors import UsageError
+from recommender.images import UnreadableImage, changed_during_run, open_rgb
 
 # Bump when what is stored changes, so old cache entries are not reused.
 FEATURES_VERSION = 2
@@ -81,11 +81,7 @@ def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[
 def _raise_unreadable(paths: Sequence[Path], start: int, errors: Sequence[str]) -> None:
     for offset, reason in enumerate(errors):
         if reason:
-            raise DatasetError(
-                f"{paths[start + offset]} became unreadable during feature extraction "
-                f"({reason}).",
-                "Do not modify the dataset while nbtl runs, then run again.",
-            )
+            raise changed_during_run(paths[start + offset], reason, "feature extraction")
 
 
 def cache_key(paths: Sequence[Path], backbone: Backbone) -> str:

@@ -58,6 +58,12 @@ class UnreadableImage(DatasetError):
         self.path = path
 
 
+def changed_during_run(path: str | os.PathLike[str], reason: str, step: str) -> DatasetError:
+    """The error for a file that was readable at scan time and no longer is during ``step``."""
+    return DatasetError(f"{os.fspath(path)} became unreadable during {step} ({reason}).",
+                        "Do not modify the dataset while nbtl runs, then run again.")
+
+
 def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
     """Open ``path`` and return it fully decoded as an 8-bit RGB image.
 

@@ -18,8 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recommender.errors import DatasetError
-from recommender.images import UnreadableImage, open_rgb
+from recommender.images import UnreadableImage, changed_during_run, open_rgb
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,7 @@ def load_image_tensors(paths: Sequence[Path], codes: Sequence[int], size: int,
         try:
             image = open_rgb(path)
         except UnreadableImage as exc:
-            raise DatasetError(f"{path} became unreadable during training ({exc.reason}).",
-                               "Do not modify the dataset while nbtl runs, then run again.") \
-                from None
+            raise changed_during_run(path, exc.reason, "training") from None
         scale = size / min(image.size)
         w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
         image = image.resize((w, h), Image.BICUBIC)
