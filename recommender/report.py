@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 import probes
+from probes import Measurement
 from recommender.errors import NbtlError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def _print_measures(result: Result, out: Console) -> None:
         s = result.scratch
         out.print(Text.assemble(
             ("Scratch ", "bold"),
-            f"accuracy {_fmt_value(s.accuracy)} ± {_fmt_value(s.spread)}: the network trained "
+            f"accuracy {_fmt(Measurement(s.accuracy, s.spread))}: the network trained "
             f"from random initialisation for {s.epochs} epoch{'s' * (s.epochs != 1)} at "
             f"{s.image_size} px on "
             f"{s.n_train} images, tested on {s.n_test} held out (a short budget: a lower "
