@@ -46,6 +46,7 @@ class TrainConfig:
     warmup_fraction: float = 0.1  # of all steps: a small set has few steps per epoch
     label_smoothing: float = 0.1
     min_crop_scale: float = 0.35  # random-resized-crop area range [min, 1]
+    schedule: str = "cosine"  # after the warm-up: "cosine", "step" or "constant"
 
 
 def load_image_tensors(paths: Sequence[Path], codes: Sequence[int], size: int,
@@ -72,19 +73,34 @@ def load_image_tensors(paths: Sequence[Path], codes: Sequence[int], size: int,
 
 def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Sequence[float],
           std: Sequence[float], seed: int, device: str = "cpu",
-          on_epoch: Callable[[int, float], None] | None = None) -> nn.Module:
-    """Train ``model`` in place on ``data``; ``on_epoch(epoch, mean_loss)`` after each epoch.
+          groups: list[dict] | None = None,
+          regulariser: Callable[[], torch.Tensor] | None = None,
+          frozen: Sequence[str] = (),
+          on_epoch: Callable[[int, float], None] | None = None,
+          on_batch: Callable[[int], None] | None = None) -> nn.Module:
+    """Train ``model`` in place on ``data``; ``on_epoch(epoch, mean_loss)`` after each epoch
+    and ``on_batch(1)`` after each step.
 
-    Weight decay applies to weights of rank >= 2 only (BatchNorm and biases excluded).
+    ``groups`` are optimiser parameter groups, each with its own peak ``lr`` (default: all
+    parameters at ``config.lr``, weight decay on weights of rank >= 2 only); the schedule
+    scales every group's peak alike. ``regulariser()`` is added to the loss. Modules named in
+    ``frozen`` stay in eval mode (their BatchNorm statistics do not move): pass them with
+    groups that leave their parameters out, for a head-only phase.
     """
     generator = torch.Generator().manual_seed(seed)
     model.to(device, memory_format=torch.channels_last).train()
-    groups = decay_groups(model, config.weight_decay)
+    for name, module in model.named_modules():
+        if name and any(name == f or name.startswith(f + ".") for f in frozen):
+            module.eval()
+    if groups is None:
+        groups = decay_groups(model, config.weight_decay)
+    peaks = [group.get("lr", config.lr) for group in groups]
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     else:
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                                    nesterov=True)
+                                    nesterov=config.optimizer == "sgd_nesterov"
+                                    and config.momentum > 0)
     n = data.labels.numel()
     steps_per_epoch = max(1, n // config.batch_size)  # drop the last partial batch
     total = steps_per_epoch * config.epochs
@@ -98,20 +114,35 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
             index = order[b * config.batch_size:(b + 1) * config.batch_size]
             images = _augment(data.images[index], config.min_crop_scale, generator)
             images = normalise(images.to(device)).contiguous(memory_format=torch.channels_last)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, config.lr, warmup, total)
+            factor = _lr_at(step, 1.0, warmup, total, config.schedule)
+            for group, peak in zip(optimizer.param_groups, peaks):
+                group["lr"] = peak * factor
             with _autocast(device):
                 logits = model(images)
             loss = F.cross_entropy(logits.float(), data.labels[index].to(device),
                                    label_smoothing=config.label_smoothing)
+            if regulariser is not None:
+                loss = loss + regulariser()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                raise TrainingDiverged(epoch + 1, b + 1)
             step += 1
+            if on_batch is not None:
+                on_batch(1)
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)))
     return model.eval()
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite (a learning rate too high for the setting)."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        super().__init__(f"the loss became NaN or infinite at epoch {epoch}, batch {batch}")
+        self.epoch, self.batch = epoch, batch
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -139,10 +170,16 @@ def accuracy(model: nn.Module, data: ImageTensors, *, mean: Sequence[float],
     return correct / data.labels.numel()
 
 
-def _lr_at(step: int, peak: float, warmup: int, total: int) -> float:
+def _lr_at(step: int, peak: float, warmup: int, total: int, schedule: str = "cosine") -> float:
+    """Linear warm-up to ``peak``, then cosine decay to 0, a step decay (x0.1 at half and at
+    three quarters of the steps after warm-up) or constant."""
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "step":
+        return peak * (0.1 ** ((progress >= 0.5) + (progress >= 0.75)))
+    if schedule == "constant":
+        return peak
     return 0.5 * peak * (1.0 + math.cos(math.pi * progress))
 
 
