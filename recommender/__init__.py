@@ -6,6 +6,7 @@ The Python API::
     result = recommender.recommend("data/fashion-mnist-sample")
     result.recommendation.to_dict()["hyperparameters"]
     result.to_dict()          # the JSON document of ``nbtl-recommend --json``
+    applied = recommender.apply_recommendation(model, result, num_classes=10)
 
 Attributes are imported on first use, so ``import recommender`` stays light (no torch).
 """
@@ -24,6 +25,11 @@ _EXPORTS = {
     "Dataset": "recommender.dataset",
     "load_backbone": "recommender.backbones",
     "extract_features": "recommender.features",
+    "apply_recommendation": "recommender.apply",
+    "binary_default": "recommender.apply",
+    "Applied": "recommender.apply",
+    "ApplyError": "recommender.apply",
+    "L2SPRegulariser": "recommender.apply",
     "NbtlError": "recommender.errors",
     "DatasetError": "recommender.errors",
     "ModelUnavailableError": "recommender.errors",

@@ -1,0 +1,224 @@
+"""The apply API: re-initialisation, parameter groups, and the L2-SP + L2 regulariser."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import heuristics
+from recommender.apply import (
+    ApplyError,
+    L2SPRegulariser,
+    apply_recommendation,
+    binary_default,
+    hyperparameters_of,
+)
+
+MEASURES = {"linear_probe_accuracy": 0.8, "pretraining_gain": 0.2, "knn_accuracy": 0.75}
+
+
+@pytest.fixture(scope="module")
+def pretrained(backbone):
+    """The default backbone's real ImageNet model (a private copy per test module)."""
+    return backbone
+
+
+def recommendation(backbone, **overrides):
+    return heuristics.recommend(
+        MEASURES, blocks=backbone.blocks, head_modules=backbone.head_modules, num_images=500,
+        num_classes=10, overrides=overrides)
+
+
+def _inside(name, modules):
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
+@pytest.mark.parametrize("use_init_model", [True, False])
+def test_exactly_the_top_blocks_and_the_head_are_reinitialised(pretrained, use_init_model):
+    rec = recommendation(pretrained, reinit_top_blocks=2)
+    hp = rec.hyperparameters.to_dict()
+    reinit = hp["reinit_modules"]
+    assert reinit, "the override asks for two re-initialised blocks"
+    model = copy.deepcopy(pretrained.model)
+    before = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    before = {k: v.detach().clone() for k, v in before.items()}
+    init = pretrained.random_init() if use_init_model else None
+    applied = apply_recommendation(model, rec, num_classes=7, seed=3, init_model=init)
+    after = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+    assert model.get_classifier().out_features == 7
+    for name, tensor in after.items():
+        changed = (name not in before or before[name].shape != tensor.shape
+                   or not torch.equal(before[name], tensor))
+        expected = _inside(name, reinit) or name.startswith("classifier.")
+        # BatchNorm's num_batches_tracked is 0 before and after a reset: nothing to change.
+        if name.endswith("num_batches_tracked"):
+            continue
+        assert changed == expected, name
+        assert (name in applied.reinitialised) == changed, name
+    if use_init_model:  # the architecture's own initialisation, copied tensor for tensor
+        fresh = init.state_dict()
+        for name in applied.reinitialised:
+            if not name.startswith("classifier."):
+                assert torch.equal(after[name], fresh[name]), name
+
+
+def test_reinitialisation_is_seeded(pretrained):
+    rec = recommendation(pretrained, reinit_top_blocks=1)
+    a = apply_recommendation(copy.deepcopy(pretrained.model), rec, num_classes=5, seed=1)
+    b = apply_recommendation(copy.deepcopy(pretrained.model), rec, num_classes=5, seed=1)
+    c = apply_recommendation(copy.deepcopy(pretrained.model), rec, num_classes=5, seed=2)
+    wa, wb, wc = (x.model.get_classifier().weight for x in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_every_trainable_parameter_is_in_exactly_one_group_with_its_lr(pretrained):
+    rec = recommendation(pretrained, reinit_top_blocks=1)
+    hp = rec.hyperparameters.to_dict()
+    model = copy.deepcopy(pretrained.model)
+    applied = apply_recommendation(model, rec, num_classes=10)
+    groups = applied.param_groups()
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == {id(p) for p in model.parameters() if p.requires_grad}
+    names = {id(p): n for n, p in model.named_parameters()}
+    spec = {g["name"]: g for g in hp["lr_groups"]}
+    for group in groups:
+        assert group["lr"] == spec[group["name"]]["lr"] and group["weight_decay"] == 0.0
+        for p in group["params"]:
+            assert _inside(names[id(p)], spec[group["name"]]["modules"]), names[id(p)]
+    assert len({g["lr"] for g in groups}) == 3  # head, upper, lower differ
+    optimizer = applied.optimizer()
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == hp["momentum"]
+
+
+def test_frozen_parameters_are_left_out(pretrained):
+    model = copy.deepcopy(pretrained.model)
+    model.conv_stem.weight.requires_grad_(False)
+    applied = apply_recommendation(model, recommendation(pretrained), num_classes=3)
+    assert all(p is not model.conv_stem.weight for g in applied.param_groups()
+               for p in g["params"])
+
+
+def test_regulariser_value_and_gradient_match_the_formula(pretrained):
+    rec = recommendation(pretrained, reinit_top_blocks=1, l2sp_weight=0.03, l2_weight=0.002)
+    hp = rec.hyperparameters.to_dict()
+    model = copy.deepcopy(pretrained.model)
+    w0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    applied = apply_recommendation(model, rec, num_classes=4)
+    reg = applied.regulariser
+    assert reg.l2sp_names and reg.l2_names
+    torch.manual_seed(0)
+    with torch.no_grad():  # move away from the snapshot, so the L2-SP term is not zero
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    params = dict(model.named_parameters())
+    expected = 0.5 * 0.03 * sum(((params[n] - w0[n]) ** 2).sum() for n in reg.l2sp_names)
+    expected += 0.5 * 0.002 * sum((params[n] ** 2).sum() for n in reg.l2_names)
+    value = reg()
+    assert torch.allclose(value, expected, rtol=1e-5)
+    model.zero_grad()
+    value.backward()
+    for name, p in params.items():
+        if name in reg.l2sp_names:
+            assert torch.allclose(p.grad, 0.03 * (p - w0[name]), atol=1e-7), name
+        elif name in reg.l2_names:
+            assert torch.allclose(p.grad, 0.002 * p, atol=1e-7), name
+        else:
+            assert p.grad is None or not p.grad.any(), name
+    # L2-SP only on the lower transferred blocks; BatchNorm under neither; new layers under L2.
+    lower = next(g for g in hp["lr_groups"] if g["name"] == "lower")["modules"]
+    norms = {f"{m}.{k}" for m, mod in model.named_modules()
+             if isinstance(mod, nn.BatchNorm2d) for k, _ in mod.named_parameters(recurse=False)}
+    assert all(_inside(n, lower) for n in reg.l2sp_names)
+    assert not norms & (set(reg.l2sp_names) | set(reg.l2_names))
+    assert all(n in reg.l2_names for n in applied.reinitialised if n in params
+               and n not in norms)
+
+
+def test_excluding_biases_too(pretrained):
+    rec = recommendation(pretrained, exclude_from_decay=("batchnorm", "bias"))
+    applied = apply_recommendation(copy.deepcopy(pretrained.model), rec, num_classes=4)
+    names = applied.regulariser.l2sp_names + applied.regulariser.l2_names
+    assert "classifier.weight" in names and "classifier.bias" not in names
+
+
+def test_plain_pytorch_loop_with_a_custom_model():
+    """A model that is not from timm: named groups, Linear head replaced for new classes."""
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("body", nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU()))
+    model.add_module("top", nn.Sequential(nn.Linear(16, 16), nn.ReLU()))
+    model.add_module("fc", nn.Linear(16, 5))
+    hp = {"reinit_modules": ["top"], "base_lr": 0.05, "optimizer": "sgd_nesterov",
+          "momentum": 0.9, "l2sp_weight": 0.1, "l2_weight": 0.01,
+          "exclude_from_decay": ["batchnorm"],
+          "lr_groups": [{"name": "head", "lr": 0.1, "modules": ["fc", "top"], "penalty": "l2"},
+                        {"name": "lower", "lr": 0.01, "modules": ["body"], "penalty": "l2sp"}]}
+    body = model.body[0].weight.detach().clone()
+    applied = apply_recommendation(model, {"recommendation": {"hyperparameters": hp}},
+                                   num_classes=3)
+    assert model.fc.out_features == 3
+    assert torch.equal(model.body[0].weight, body)
+    assert set(applied.regulariser.l2sp_names) == {"body.0.weight", "body.0.bias"}
+    optimizer = applied.optimizer()
+    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    losses = []
+    for _ in range(30):
+        loss = F.cross_entropy(model(x), y)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        (loss + applied.regulariser()).backward()
+        optimizer.step()
+    assert losses[-1] < losses[0]
+
+
+def test_recommendation_forms_are_all_accepted(pretrained, tmp_path):
+    rec = recommendation(pretrained)
+    doc = {"schema_version": "1.1", "recommendation": rec.to_dict()}
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps(doc))
+    expected = rec.hyperparameters.to_dict()
+    for form in (rec, rec.to_dict(), json.loads(path.read_text()), expected):
+        assert hyperparameters_of(form)["lr_groups"] == json.loads(
+            json.dumps(expected["lr_groups"]))
+    with pytest.raises(ApplyError, match="lacks"):
+        hyperparameters_of({"hyperparameters": {"epochs": 3}})
+
+
+def test_a_recommendation_for_another_model_is_refused(pretrained):
+    model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(ApplyError, match="does not have"):
+        apply_recommendation(model, recommendation(pretrained))
+    hp = {"base_lr": 0.1, "lr_groups": [{"name": "head", "lr": 0.1, "modules": ["0"]}]}
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with pytest.raises(ApplyError, match="in no group"):
+        apply_recommendation(model, hp)
+
+
+def test_binary_default_is_one_lr_and_l2_on_everything(pretrained):
+    model = copy.deepcopy(pretrained.model)
+    applied = apply_recommendation(model, binary_default(0.01, 1e-4), num_classes=6)
+    assert {g["lr"] for g in applied.param_groups()} == {0.01}
+    reg = applied.regulariser
+    assert not reg.l2sp_names
+    assert set(reg.l2_names) == {n for n, _ in model.named_parameters()}
+    assert applied.reinitialised and all(n.startswith("classifier.")
+                                         for n in applied.reinitialised)
+
+
+def test_regulariser_on_a_bare_module_and_its_snapshot_is_frozen():
+    model = nn.Linear(3, 2)
+    reg = L2SPRegulariser(model, ["weight"], ["bias"], alpha=1.0, beta=1.0)
+    with torch.no_grad():
+        model.weight.add_(1.0)  # the snapshot must not follow the parameter
+    assert torch.allclose(reg(), 0.5 * (6 * 1.0) + 0.5 * (model.bias ** 2).sum())
+    assert not any(b.requires_grad for b in reg.buffers())
+    with pytest.raises(ApplyError, match="both"):
+        L2SPRegulariser(model, ["weight"], ["weight"], alpha=1.0, beta=1.0)
