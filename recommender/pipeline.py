@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,16 @@ from recommender.dataset import Dataset, load_dataset
 from recommender.errors import UsageError
 from recommender.features import Features, extract_features, resolve_device
 from recommender.scratch import SCRATCH_EPOCHS, SCRATCH_IMAGE_SIZE, ScratchResult, scratch_accuracy
+from recommender.validate import (
+    VALIDATE_EPOCHS,
+    VALIDATE_IMAGE_SIZE,
+    VALIDATE_SEEDS,
+    Split,
+    Validation,
+    split_layout,
+)
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 # Inputs that exist once per block: a probe that needs one of them is computed per block.
 BLOCK_INPUTS = ("features", "random_features", "bn_stats")
 # Why an input can be missing, in words for the report (instead of "was not given").
@@ -70,9 +78,11 @@ class Result:
     recommendation: heuristics.Recommendation
     settings: Mapping[str, Any]
     scratch: ScratchResult | None = None
+    validation: Validation | None = None
     # Wall times and cache hits differ between identical runs: shown in the report,
     # kept out of the JSON so that the same inputs and seed give the same document.
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
+    analysed: str = "all"  # "all", or which split the probes saw: "train"
     features_from_cache: bool = field(default=False, compare=False)
 
     def summary_measures(self) -> dict[str, float]:
@@ -103,6 +113,9 @@ class Result:
                 },
             },
             "recommendation": self.recommendation.to_dict(),
+            "validation": self.validation.to_dict() if self.validation else None,
+            # The one part that differs between identical runs.
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
 
@@ -123,6 +136,12 @@ def recommend(
     scratch: bool = False,
     scratch_epochs: int = SCRATCH_EPOCHS,
     overrides: Mapping[str, Any] | None = None,
+    validate: bool = False,
+    validate_seeds: int = VALIDATE_SEEDS,
+    validate_epochs: int = VALIDATE_EPOCHS,
+    validate_size: int = VALIDATE_IMAGE_SIZE,
+    search: int = 0,
+    search_db: str | Path | None = None,
     on_stage: Callable[[str], None] | None = None,
     progress: Callable[[str, int, str], Callable[[int], None]] | None = None,
 ) -> Result:
@@ -131,6 +150,12 @@ def recommend(
     Parameters mirror the ``nbtl-recommend`` options: ``scratch`` also trains the network
     from random initialisation for ``scratch_epochs`` (the paper's own measure of fit),
     ``overrides`` maps hyperparameter names to values that win over every rule.
+    ``validate`` fine-tunes the recommendation and the binary default on a train/validation/
+    test split (``validate_seeds`` seeds each, ``validate_epochs`` at ``validate_size`` px);
+    ``search`` > 0 also tries that many settings within the recommendation's ranges (stored
+    in ``search_db``, default in the cache folder, so an interrupted search resumes). With
+    either, the probes see only the training split. A folder with ``train/`` and ``test/``
+    (and optionally ``val/``) sub-folders is taken as the user's own split.
     ``on_stage(text)`` is told when each step starts, and ``progress(label, total, unit)``
     may return a callback ``advance(n)`` (progress bars); both default to silence.
 
@@ -142,12 +167,38 @@ def recommend(
     """
     if scratch and scratch_epochs < 1:  # before minutes of work, not after
         raise UsageError(f"--scratch-epochs {scratch_epochs} must be at least 1.")
+    if search < 0:
+        raise UsageError(f"--search {search} must be at least 1 (or left out).")
+    validate = validate or search > 0
+    if validate:
+        from recommender import validate as v
+
+        v.check_seeds(validate_seeds)
+        v.budget_for({}, validate_epochs, validate_size)
     say = on_stage or (lambda _text: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
     say("Scanning the dataset")
-    dataset = load_dataset(path, labels_csv=labels_csv, max_per_class=max_per_class, seed=seed)
+    split: Split | None = None
+    layout = split_layout(Path(path)) if labels_csv is None else None
+    if layout:  # the user's own split: analyse train/, validate on val/ and test/
+        parts = {role: load_dataset(folder, max_per_class=max_per_class, seed=seed)
+                 for role, folder in layout.items() if validate or role == "train"}
+        dataset = parts["train"]
+        if validate:
+            from recommender.validate import folder_split
+
+            split = folder_split(parts, seed)
+    else:
+        dataset = load_dataset(path, labels_csv=labels_csv, max_per_class=max_per_class,
+                               seed=seed)
+        if validate:
+            from recommender.validate import make_split
+
+            split = make_split(dataset.samples, dataset.classes, seed)
+            # The probes see the training split only: the held-out images stay unseen.
+            dataset = replace(dataset, samples=tuple(split.samples[i] for i in split.train))
     timings["scan_s"] = time.perf_counter() - start
 
     say("Loading the backbone")
@@ -189,15 +240,30 @@ def recommend(
             profile[p.name] = [m.value for m in p.values]
             if all(m.spread is not None for m in p.values):  # fold noise, for the rules
                 profile[f"{p.name}_spread"] = [m.spread for m in p.values]
-    recommendation = heuristics.recommend(
-        summary_measures(results, scratch_result),
-        profile=profile,
-        blocks=backbone.blocks,
-        head_modules=backbone.head_modules,
-        num_images=len(dataset.samples),
-        num_classes=len(dataset.classes),
-        overrides=dict(overrides or {}),
-    )
+    def remake(extra: Mapping[str, Any]) -> heuristics.Recommendation:
+        return heuristics.recommend(
+            summary_measures(results, scratch_result),
+            profile=profile,
+            blocks=backbone.blocks,
+            head_modules=backbone.head_modules,
+            num_images=len(dataset.samples),
+            num_classes=len(dataset.classes),
+            overrides={**dict(overrides or {}), **dict(extra)},
+        )
+
+    recommendation = remake({})
+    validation = None
+    if split is not None:
+        from recommender.validate import validate_recommendation
+
+        mark = time.perf_counter()
+        validation = validate_recommendation(
+            recommendation, remake, backbone, split, seeds=validate_seeds,
+            epochs=validate_epochs, image_size=validate_size, seed=seed,
+            device=resolve_device(device), search=search, search_db=search_db,
+            fixed=tuple(overrides or {}), use_cache=use_cache, say=say, progress=progress,
+            timings=timings)
+        timings["validation_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - start
     return Result(
         dataset=dataset,
@@ -207,10 +273,16 @@ def recommend(
         probes=tuple(results),
         recommendation=recommendation,
         scratch=scratch_result,
+        validation=validation,
+        analysed="train" if (split is not None or layout) else "all",
         settings={"seed": seed, "max_per_class": max_per_class, "image_size": image_size,
                   "labels_csv": str(labels_csv) if labels_csv else None,
                   "scratch_epochs": scratch_epochs if scratch else None,
-                  "overrides": {k: overrides[k] for k in sorted(overrides or {})}},
+                  "overrides": {k: overrides[k] for k in sorted(overrides or {})},
+                  "validate": validate,
+                  "validate_seeds": validate_seeds if validate else None,
+                  "search": search if search else None,
+                  "analysed": "train" if (split is not None or layout) else "all"},
         timings=timings,
         features_from_cache=features.from_cache,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -40,23 +40,32 @@ def stage_printer(err: Console) -> Callable[[str], None]:
 
 def progress_factory(err: Console) -> Callable[[str, int, str], Callable[[int], None]]:
     """``start(label, total, unit)`` draws a progress bar on ``err`` and returns ``advance(n)``;
-    the bar goes away when ``total`` is reached."""
+    the bar goes away when ``total`` is reached. Bars started while others run stack below
+    them in one display (epochs above batches)."""
+    progress = Progress(
+        TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[unit]}"), TimeRemainingColumn(), console=err, transient=True,
+    )
+    active: set[int] = set()
 
     def start(label: str, total: int, unit: str) -> Callable[[int], None]:
-        progress = Progress(
-            TextColumn(f"  {label}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn(unit), TimeRemainingColumn(), console=err, transient=True,
-        )
-        task = progress.add_task(label, total=total)
-        progress.start()
+        task = progress.add_task(label, total=total, unit=unit)
+        if not active:
+            progress.start()
+        active.add(task)
         done = 0
 
         def advance(count: int) -> None:
             nonlocal done
+            if task not in active:
+                return
             done += count
             progress.update(task, advance=count)
             if done >= total:
-                progress.stop()
+                progress.remove_task(task)
+                active.discard(task)
+                if not active:
+                    progress.stop()
 
         return advance
 
@@ -79,16 +88,117 @@ def print_report(result: Result, out: Console) -> None:
     out.print()
     out.rule("[bold]nbtl · transferability and fine-tuning recommendation")
     _print_dataset(doc["dataset"], out)
+    if result.analysed == "train":
+        out.print(Text("         (the training split: the probes and the recommendation never "
+                       "see the validation and test images)", style="dim"))
     _print_model(doc["model"], out)
     _print_measures(result, out)
     _print_recommendation(doc["recommendation"], out)
+    if result.validation is not None:
+        _print_validation(doc["validation"], result.validation, result.timings, out)
     timings = result.timings
     cached = " (from cache)" if result.features_from_cache else ""
     scratch = f", scratch training {timings['scratch_s']:.1f} s" if "scratch_s" in timings else ""
+    validation = (f", fine-tuning {_minutes(timings['validation_s'])}"
+                  if "validation_s" in timings else "")
     out.print(Text(
         f"Time: features {timings.get('features_s', 0):.1f} s{cached}, probes "
-        f"{timings.get('probes_s', 0):.1f} s{scratch}, total {timings.get('total_s', 0):.1f} s",
-        style="dim"))
+        f"{timings.get('probes_s', 0):.1f} s{scratch}{validation}, total "
+        f"{_minutes(timings.get('total_s', 0))}", style="dim"))
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+SETTING_LABELS = {"default": "binary default", "recommended": "recommended",
+                  "best_found": "best found"}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, float],
+                      out: Console) -> None:
+    split, budget = val["split"], val["budget"]
+    out.print()
+    where = ("your train/val/test folders" if split["source"] == "folders"
+             else "a stratified 60/20/20 split")
+    out.print(Text("Validation: fine-tuned, same budget and seeds", style="bold"),
+              Text(f"({where}: {split['n_train']} train, {split['n_val']} validation, "
+                   f"{split['n_test']} test images; the probes saw the training images only)",
+                   style="dim"))
+    precision = "bf16 mixed precision" if val["mixed_precision"] else "float32"
+    out.print(Text(
+        f"  Budget for both: {budget['epochs']} epochs at {budget['image_size']} px, batch "
+        f"{budget['batch_size']}, {budget['augmentation']}, label smoothing "
+        f"{budget['label_smoothing']:g}, {budget['schedule']} schedule with "
+        f"{budget['warmup_fraction']:.0%} warm-up, {precision}; seeds "
+        f"{', '.join(map(str, val['seeds']))}. The budget is reduced so that validation runs "
+        "in minutes on a CPU (12.5 min measured for 10 classes x 50 images on 2 cores): it tests "
+        "the settings' direction, not their final accuracy; raise it with --validate-epochs "
+        "and --validate-size.", style="dim"), overflow="fold")
+    table = Table(title="Test accuracy (%)", title_justify="left")
+    for column in ("setting", "test mean", "± spread", "per seed", "validation", "wall time"):
+        table.add_column(column, justify="left" if column in ("setting", "per seed") else "right",
+                         no_wrap=column in ("setting", "wall time"))
+    for name, setting in val["settings"].items():
+        seconds = timings.get(f"{name}_s")
+        runs = validation.setting(name).runs
+        cached = sum(r.cached for r in runs)
+        wall = _minutes(seconds) if seconds is not None else ""
+        if cached:
+            wall = "cached" if cached == len(runs) else f"{wall} (+{cached} cached)"
+        table.add_row(
+            SETTING_LABELS.get(name, name), _pct(setting["test_mean"]),
+            _pct(setting["test_spread"]),
+            " ".join(_pct(r["test_accuracy"]) for r in setting["runs"]),
+            _pct(setting["val_mean"]), wall)
+    out.print(table)
+    diff = val["difference"]
+    spread = diff["spread"]
+    verdict = _verdict(diff["recommended_minus_default"], spread)
+    out.print(Text.assemble(
+        ("  recommended - default: ", "bold"),
+        (f"{100 * diff['recommended_minus_default']:+.1f} points", "bold"),
+        (f" ± {100 * spread:.1f} (paired over seeds)" if spread is not None else
+         " (one seed: no spread)", ""), (f" · {verdict}", "dim")), overflow="fold")
+    if "best_found_minus_recommended" in diff:
+        s = diff["best_found_spread"]
+        out.print(Text.assemble(
+            ("  best found - recommended: ", "bold"),
+            (f"{100 * diff['best_found_minus_recommended']:+.1f} points", "bold"),
+            (f" ± {100 * s:.1f}" if s is not None else "", "")))
+    search = val.get("search")
+    if search:
+        from recommender.search import describe
+
+        trials = Table(title=f"Search: {len(search['trials'])} trials ({search['sampler']}; "
+                             f"scored on {search['objective']})", title_justify="left")
+        for column in ("trial", "settings tried", "validation", "test"):
+            trials.add_column(column, overflow="fold",
+                              justify="right" if column in ("validation", "test") else "left")
+        for trial in search["trials"]:
+            mark = " *" if trial["number"] == search["best_trial"] else ""
+            label = "recommended" if trial is search["trials"][0] else describe(
+                trial["overrides"])
+            trials.add_row(f"{trial['number']}{mark}", label, _pct(trial["val_accuracy"]),
+                           _pct(trial["test_accuracy"]))
+        out.print(trials)
+        out.print(Text(f"  * best by validation accuracy. Resumable: the trials are stored in "
+                       f"{search['storage']}; rerun the same command to add trials "
+                       "(raise --search) or reuse them.", style="dim"), overflow="fold")
+
+
+def _verdict(mean: float, spread: float | None) -> str:
+    if spread is None:
+        return "run 2 or more seeds (--validate-seeds) to tell it from noise"
+    if abs(mean) <= spread:
+        return "within the seed spread: no clear difference at this budget"
+    return "the recommendation is better" if mean > 0 else "the binary default is better"
 
 
 def _print_dataset(dataset: dict[str, Any], out: Console) -> None:

@@ -44,7 +44,7 @@ def sample_json(sample_dir, tmp_path_factory):
 
 def test_sample_run_writes_json_to_stdout_and_the_report_to_stderr(sample_json):
     document = json.loads(sample_json.stdout)
-    assert document["schema_version"] == "1.0"
+    assert document["schema_version"] == "1.1"
     assert "Recommended fine-tuning settings" in sample_json.stderr
     assert "Traceback" not in sample_json.stderr
 
@@ -228,3 +228,40 @@ def test_help_lists_the_settings_that_set_can_override(monkeypatch, capsys):
     assert code == 0
     flat = " ".join(out.split())
     assert all(name in flat for name in heuristics.SETTINGS)
+
+
+VALIDATE = ["--max-per-class", "5", "--workers", "0", "--validate-epochs", "2",
+            "--validate-size", "32"]
+
+
+def test_validate_reports_both_settings_and_writes_them_to_the_json(monkeypatch, capsys,
+                                                                    sample_dir, tmp_path):
+    target = tmp_path / "out.json"
+    code, out, _ = run(monkeypatch, capsys, str(sample_dir), *VALIDATE, "--validate",
+                       "--validate-seeds", "2", "--json", str(target))
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "Validation: fine-tuned, same budget and seeds" in flat
+    assert "binary default" in flat and "recommended - default:" in flat
+    assert "2 epochs at 32 px" in flat and "30 train, 10 validation, 10 test images" in flat
+    doc = json.loads(target.read_text())
+    assert set(doc["validation"]["settings"]) == {"default", "recommended"}
+    assert doc["schema_version"] == "1.1" and doc["settings"]["analysed"] == "train"
+    assert doc["timings"]["validation_s"] > 0
+
+
+def test_search_db_inside_the_dataset_is_refused(monkeypatch, capsys, sample_dir):
+    before = tree(sample_dir)
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *VALIDATE, "--search", "2",
+                       "--search-db", str(sample_dir / "trials.journal"))
+    assert code == EXIT_USAGE and "--search-db" in err and "inside the dataset" in err
+    assert tree(sample_dir) == before
+
+
+@pytest.mark.parametrize("option, value", [("--validate-seeds", "0"), ("--search", "-1"),
+                                           ("--validate-epochs", "1")])
+def test_bad_validation_options_are_usage_errors(monkeypatch, capsys, sample_dir, option,
+                                                 value):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *VALIDATE, "--validate", option,
+                       value)
+    assert code == EXIT_USAGE and f"{option} {value}" in err

@@ -1,0 +1,211 @@
+"""A search seeded by the recommendation (the paper's "non-traditional hyperparameter search").
+
+Optuna's TPE sampler tries settings inside the recommendation's own search ranges, on the
+paper's axes (blocks re-initialised, where the lower/upper split is, the base learning rate
+with the groups' ratios kept, the L2-SP weight, a head-only phase first), starting from the
+recommended point itself. Each trial is a heuristics run with the trial's values as
+overrides, so a change of one axis moves what depends on it (re-initialising a block moves
+it into the head group). Trials are scored on the validation split; the test split only
+reports. Trials are stored in an Optuna journal file as they finish: a rerun with the same
+inputs skips them and goes on (resumable), and a trial cut short is run again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recommender.errors import UsageError
+
+# The axes searched, and how each is drawn from the recommendation's range.
+AXES = ("reinit_top_blocks", "split_block", "base_lr", "l2sp_weight", "lp_ft")
+
+
+def space(details: Mapping[str, Mapping[str, Any]], hp: Mapping[str, Any]
+          ) -> dict[str, tuple[str, Any]]:
+    """``{axis: (kind, bounds)}`` from the recommendation's ranges: ``int`` (lo, hi),
+    ``log`` (lo, hi), ``choice`` (values). An axis whose range is one value is left out; a
+    range always holds the recommended value itself (the search starts there)."""
+    out: dict[str, tuple[str, Any]] = {}
+    for axis in AXES:
+        span = details.get(axis, {}).get("range")
+        if span is None:
+            continue
+        value = hp.get(axis)
+        if axis == "reinit_top_blocks":
+            lo, hi = min(int(span[0]), value), max(int(span[-1]), value)
+            if hi > lo:
+                out[axis] = ("int", (lo, hi))
+        elif axis in ("split_block", "lp_ft"):
+            values = list(dict.fromkeys([*span, value]))
+            if len(values) > 1:
+                out[axis] = ("choice", values)
+        else:
+            lo, hi = float(span[0]), float(span[-1])
+            if value:
+                lo, hi = min(lo, value), max(hi, value)
+            if axis == "l2sp_weight" and (lo <= 0.0 or not value):
+                lo = lo if lo > 0.0 else hi / 100.0  # a log scale needs lo > 0 ...
+                out["l2sp_on"] = ("choice", [True, False])  # ... and 0 is "off"
+            if hi > lo > 0:
+                out[axis] = ("log", (lo, hi))
+    return out
+
+
+def recommended_params(space_: Mapping[str, tuple[str, Any]], hp: Mapping[str, Any]
+                       ) -> dict[str, Any]:
+    """The recommended point in the search's own parameters."""
+    params: dict[str, Any] = {}
+    for axis, (_kind, bounds) in space_.items():
+        if axis == "l2sp_on":
+            params[axis] = hp.get("l2sp_weight", 0.0) > 0
+        elif axis == "l2sp_weight" and not hp.get("l2sp_weight"):
+            params[axis] = bounds[1]  # unused while l2sp_on is False
+        else:
+            params[axis] = hp[axis]
+    return params
+
+
+def to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Search parameters -> heuristics overrides."""
+    out = {k: v for k, v in params.items() if k != "l2sp_on"}
+    if params.get("l2sp_on") is False:
+        out["l2sp_weight"] = 0.0
+    return out
+
+
+def _suggest(trial, space_: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for axis, (kind, bounds) in space_.items():
+        if kind == "int":
+            params[axis] = trial.suggest_int(axis, *bounds)
+        elif kind == "log":
+            params[axis] = trial.suggest_float(axis, *bounds, log=True)
+        else:
+            params[axis] = trial.suggest_categorical(axis, bounds)
+    return params
+
+
+def run_search(
+    n_trials: int,
+    *,
+    space_: Mapping[str, tuple[str, Any]],
+    start: Mapping[str, Any],
+    evaluate: Callable[[dict[str, Any]], tuple[float, float]],
+    storage: Path,
+    study_name: str,
+    seed: int,
+    known: Sequence[tuple[Mapping[str, Any], float, float]] = (),
+    on_trial: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run trials until ``n_trials`` have finished; return every finished trial in order as
+    ``{"number", "params", "overrides", "val_accuracy", "test_accuracy"}``.
+
+    ``evaluate(overrides) -> (val, test)``; the study maximises ``val``. ``start`` (the
+    recommended point) is the first trial; ``known`` results are recorded without training.
+    ``on_trial(done, total)`` after each.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    if n_trials < 1:
+        raise UsageError(f"--search {n_trials} must be at least 1.")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _check_journal(storage)  # before Optuna appends to a file that is not its own
+    try:
+        storage.parent.mkdir(parents=True, exist_ok=True)
+        journal = JournalStorage(JournalFileBackend(str(storage)))
+        study = optuna.create_study(study_name=study_name, storage=journal,
+                                    direction="maximize", load_if_exists=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable or not a journal
+        raise UsageError(f"--search-db {storage} cannot be used as a search journal: {exc}",
+                         "Point --search-db at a new file (or one an earlier --search "
+                         "wrote).") from None
+    distributions = _distributions(space_)
+    # A trial left running by an interrupted run is marked failed and queued again.
+    waiting = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        journal.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if trial.params not in waiting:
+            study.enqueue_trial(trial.params)
+            waiting.append(trial.params)
+    finished = lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))  # noqa: E731
+    if not study.get_trials(deepcopy=False):
+        for params, val, test in known:
+            study.add_trial(optuna.trial.create_trial(
+                params=dict(params), distributions=distributions, value=val,
+                user_attrs={"test_accuracy": test, "overrides": to_overrides(params)}))
+        if not known:
+            study.enqueue_trial(dict(start))
+    # A fresh sampler seed per resume point: the same history gives the same next draws.
+    sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
+    study.sampler = sampler
+
+    def objective(trial) -> float:
+        params = _suggest(trial, space_)
+        overrides = to_overrides(params)
+        val, test = evaluate(overrides)
+        trial.set_user_attr("test_accuracy", test)
+        trial.set_user_attr("overrides", overrides)
+        return val
+
+    while len(finished()) < n_trials:
+        study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
+        if on_trial is not None:
+            on_trial(len(finished()), n_trials)
+    trials = sorted(finished(), key=lambda t: t.number)[:n_trials]
+    return [{"number": t.number, "params": dict(t.params),
+             "overrides": dict(t.user_attrs.get("overrides", {})),
+             "val_accuracy": float(t.value), "test_accuracy": float(t.user_attrs["test_accuracy"])}
+            for t in trials]
+
+
+def _check_journal(path: Path) -> None:
+    """An existing, non-empty file must be an Optuna journal (JSON lines with an op code)."""
+    import json
+
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    try:
+        with path.open(encoding="utf-8") as handle:
+            first = json.loads(handle.readline())
+        ok = isinstance(first, dict) and "op_code" in first
+    except (OSError, UnicodeDecodeError, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(f"--search-db {path} cannot be used as a search journal: it is not "
+                         "one (its first line is not an Optuna journal entry).",
+                         "Point --search-db at a new file (or one an earlier --search "
+                         "wrote); nbtl leaves this one as it is.")
+
+
+def _distributions(space_: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out = {}
+    for axis, (kind, bounds) in space_.items():
+        if kind == "int":
+            out[axis] = IntDistribution(*bounds)
+        elif kind == "log":
+            out[axis] = FloatDistribution(*bounds, log=True)
+        else:
+            out[axis] = CategoricalDistribution(bounds)
+    return out
+
+
+def best_trial(trials: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The highest validation accuracy; on a tie, the earliest (the recommended point first)."""
+    return max(trials, key=lambda t: (t["val_accuracy"], -t["number"]))
+
+
+def describe(params: Mapping[str, Any]) -> str:
+    parts = []
+    for key, value in params.items():
+        if isinstance(value, float):
+            value = f"{value:.3g}" if value and math.isfinite(value) else value
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
