@@ -129,7 +129,7 @@ def run_search(
     # A trial left running by an interrupted run is marked failed and queued again.
     waiting = [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        journal.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        journal.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # its storage id
         if trial.params not in waiting:
             study.enqueue_trial(trial.params)
             waiting.append(trial.params)
@@ -154,7 +154,7 @@ def run_search(
         return val
 
     while len(finished()) < n_trials:
-        study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
+        study.optimize(objective, n_trials=1)
         if on_trial is not None:
             on_trial(len(finished()), n_trials)
     trials = sorted(finished(), key=lambda t: t.number)[:n_trials]

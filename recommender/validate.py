@@ -496,9 +496,14 @@ def validate_recommendation(
         storage = Path(search_db) if search_db else cache_dir() / "search" / f"{key}.journal"
 
         def evaluate(extra: dict[str, Any]) -> tuple[float, float]:
+            from recommender.training import TrainingDiverged
+
             trial_hp = remake(extra).to_dict()["hyperparameters"]
-            run = run_setting(trial_hp, backbone, data, split, budget, seed=run_seeds_[0],
-                              device=device, progress=progress, label="search trial")
+            try:
+                run = run_setting(trial_hp, backbone, data, split, budget, seed=run_seeds_[0],
+                                  device=device, progress=progress, label="search trial")
+            except TrainingDiverged:  # a learning rate too high: the worst score, not an end
+                return 0.0, 0.0
             return run.val_accuracy, run.test_accuracy
 
         say(f"Searching {search} settings within the recommended ranges "

@@ -313,3 +313,20 @@ def test_a_file_that_is_not_a_journal_is_a_usage_error(tmp_path):
         search_mod.run_search(1, space_=SPACE, start=START, evaluate=_score, storage=bad,
                               study_name="x", seed=0)
     assert bad.read_text() == "these are my notes, not trials\n"
+
+
+def test_a_search_trial_that_diverges_scores_zero_and_the_search_goes_on(sample_dir, tmp_path,
+                                                                         monkeypatch):
+    real = validate_mod.run_setting
+
+    def diverge_in_trials(*args, **kwargs):
+        if kwargs.get("label") == "search trial":
+            raise TrainingDiverged(1, 1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validate_mod, "run_setting", diverge_in_trials)
+    result = recommender.recommend(sample_dir, search=2, search_db=tmp_path / "s.journal",
+                                   validate_seeds=1, **TINY)
+    trials = result.validation.search["trials"]
+    assert len(trials) == 2 and trials[1]["val_accuracy"] == trials[1]["test_accuracy"] == 0.0
+    assert result.validation.search["best_trial"] == trials[0]["number"]
