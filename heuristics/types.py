@@ -7,7 +7,7 @@ Floats are kept exact: formatting for people is the report's job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -64,6 +64,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+def inside(name: str, modules: Iterable[str]) -> bool:
+    """Whether the dotted module or parameter ``name`` is one of ``modules`` or lies inside
+    one (``"blocks.1.conv.weight"`` is inside ``"blocks.1"``, not inside ``"blocks.10"``)."""
+    return any(name == m or name.startswith(m + ".") for m in modules)
+
+
 @dataclass(frozen=True)
 class Block:
     """A transferable group of the backbone's modules, ending at one probed feature point.
@@ -97,7 +103,7 @@ class Block:
     def contains(self, name: str) -> bool:
         """Whether the module or parameter ``name`` (dotted, as in ``named_modules()`` or
         ``named_parameters()``) is one of the block's modules or lies inside one."""
-        return any(name == m or name.startswith(m + ".") for m in self.modules)
+        return inside(name, self.modules)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "modules": list(self.modules)}

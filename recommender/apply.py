@@ -27,6 +27,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from heuristics.types import inside
+
 # What ``exclude_from_decay`` may name, and the parameters each kind covers.
 NORM_LAYERS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
                nn.InstanceNorm3d, nn.LocalResponseNorm)
@@ -193,19 +195,19 @@ def apply_recommendation(
     head_spec = next((g for g in groups_spec if g["name"] == "head"), None)
     head_modules = list(head_spec["modules"]) if head_spec else []
 
-    # The pre-trained values, before anything changes: the L2-SP reference.
-    pretrained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # The values before anything changes; their parameters are the L2-SP reference.
     before = _tensors(model)
+    pretrained = {n: before[n] for n, _ in model.named_parameters()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         _reinit(model, reinit_modules, init_model)
         _new_head(model, head_modules, num_classes)
-    after = _tensors(model)
+    after = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     reinitialised = tuple(n for n, t in after.items()
                           if n not in before or before[n].shape != t.shape
                           or not torch.equal(before[n], t))
     fresh = set(reinitialised) | {n for n, _ in model.named_parameters() if n not in pretrained}
-    fresh |= {n for n in pretrained if _inside(n, reinit_modules + head_modules)}
+    fresh |= {n for n in pretrained if inside(n, reinit_modules + head_modules)}
 
     groups = _assign(model, groups_spec)
     excluded = _excluded(model, hp.get("exclude_from_decay", ("batchnorm",)))
@@ -245,10 +247,6 @@ def binary_default(lr: float = 0.01, weight_decay: float = 1e-4, momentum: float
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _inside(name: str, modules: Iterable[str]) -> bool:
-    return any(name == m or name.startswith(m + ".") for m in modules)
-
-
 def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {n: p.detach().clone() for n, p in model.named_parameters()}
     out.update({n: b.detach().clone() for n, b in model.named_buffers()})
@@ -263,7 +261,7 @@ def _reinit(model: nn.Module, names: Sequence[str], init_model: nn.Module | None
         own = model.state_dict()
         with torch.no_grad():
             for key, value in own.items():
-                if _inside(key, names):
+                if inside(key, names):
                     if key not in fresh or fresh[key].shape != value.shape:
                         raise ApplyError(f"init_model has no tensor {key!r} of shape "
                                          f"{tuple(value.shape)}: it is another architecture.")
@@ -306,7 +304,7 @@ def _assign(model: nn.Module, specs: Sequence[Mapping[str, Any]]) -> list[ParamG
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        owners = [s["name"] for s in specs if _inside(name, s.get("modules", ()))]
+        owners = [s["name"] for s in specs if inside(name, s.get("modules", ()))]
         if len(owners) > 1:
             raise ApplyError(f"Parameter {name!r} is in groups {owners}; a parameter must be in "
                              "exactly one.")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from heuristics.types import inside
 from recommender.images import UnreadableImage, changed_during_run, open_rgb
 
 
@@ -90,7 +91,7 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
     generator = torch.Generator().manual_seed(seed)
     model.to(device, memory_format=torch.channels_last).train()
     for name, module in model.named_modules():
-        if name and any(name == f or name.startswith(f + ".") for f in frozen):
+        if name and inside(name, frozen):
             module.eval()
     if groups is None:
         groups = decay_groups(model, config.weight_decay)

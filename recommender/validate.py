@@ -10,7 +10,6 @@ run of both; the report gives held-out test accuracy, mean and spread over the s
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from heuristics.types import plain
 from recommender.errors import DatasetError, UsageError
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class SettingResult:
                 "test_spread": _spread(self.test), "val_mean": float(val.mean()),
                 "val_spread": _spread(val), "runs": [r.to_dict() for r in self.runs],
                 "overrides": dict(self.overrides) if self.overrides is not None else None,
-                "hyperparameters": _plain(self.hyperparameters)}
+                "hyperparameters": plain(self.hyperparameters)}
 
 
 @dataclass(frozen=True)
@@ -155,14 +155,6 @@ class Validation:
 def _spread(values: np.ndarray) -> float | None:
     """Sample standard deviation over seeds (None with one seed)."""
     return float(np.std(values, ddof=1)) if values.size > 1 else None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # --- splits ----------------------------------------------------------------------------------
@@ -365,7 +357,7 @@ def _run_path(hp: Mapping[str, Any], backbone: Backbone, split: Split, budget: B
 
     from recommender.cache import cache_dir, digest
 
-    key = digest({"version": RUN_CACHE_VERSION, "hp": _plain(hp), "model": backbone.name,
+    key = digest({"version": RUN_CACHE_VERSION, "hp": plain(hp), "model": backbone.name,
                   "weights": backbone.weights_id, "budget": budget.to_dict(), "seed": seed,
                   "device": device.split(":")[0], "torch": torch.__version__,
                   "samples": [[str(p), c] for p, c in split.samples],
@@ -421,11 +413,6 @@ def budget_for(hp: Mapping[str, Any], epochs: int, image_size: int) -> Budget:
 def check_seeds(seeds: int) -> None:
     if seeds < 1:
         raise UsageError(f"--validate-seeds {seeds} must be at least 1 (2 or more give a spread).")
-
-
-def seconds_line(seconds: float) -> str:
-    minutes = math.floor(seconds / 60)
-    return f"{minutes}:{seconds - 60 * minutes:04.1f}"
 
 
 # --- the whole validation ----------------------------------------------------------------------
