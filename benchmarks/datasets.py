@@ -187,6 +187,33 @@ def load_faces(sources: Path, need: int, rng: np.random.Generator) -> Source:
     return Source(["face", "non_face"], {"all": (images, np.arange(200) // 100)})
 
 
+def load_photos(sources: Path, need: int, rng: np.random.Generator) -> Source:
+    """Natural colour photos, close to ImageNet: random crops (a side of 30-60 % of the photo's
+    shorter side, resized to 96 px, mirrored half the time) of six photos that ship with
+    scikit-image and scikit-learn; the class is the photo. Crops of one photo overlap, so
+    train and test images share content: an easy, near-domain task."""
+    import sklearn
+    from skimage import data
+
+    folder = Path(sklearn.__file__).parent / "datasets" / "images"
+    photos = {"astronaut": data.astronaut(), "cat": data.chelsea(), "coffee": data.coffee(),
+              "rocket": data.rocket(), "temple": np.asarray(Image.open(folder / "china.jpg")),
+              "flower": np.asarray(Image.open(folder / "flower.jpg"))}
+    crops, labels = [], []
+    for label, image in enumerate(photos.values()):
+        h, w = image.shape[:2]
+        for _ in range(need):
+            side = int(rng.integers(int(0.3 * min(h, w)), int(0.6 * min(h, w)) + 1))
+            y, x = (int(v) for v in rng.integers(0, [h - side + 1, w - side + 1]))
+            crop = Image.fromarray(image[y:y + side, x:x + side]).resize(
+                (96, 96), Image.Resampling.BICUBIC)
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            crops.append(np.asarray(crop))
+            labels.append(label)
+    return Source(list(photos), {"all": (np.stack(crops).astype(np.uint8), np.array(labels))})
+
+
 Loader = Callable[[Path, int, np.random.Generator], Source]
 # name -> (loader, how to get its source when it is missing)
 DATASETS: dict[str, tuple[Loader, str]] = {
@@ -198,6 +225,7 @@ DATASETS: dict[str, tuple[Loader, str]] = {
     "opencv-digits": (load_opencv_digits, "apt-get download opencv-doc into --sources"),
     "textures": (load_textures, "pip install scikit-image"),
     "faces": (load_faces, "pip install scikit-image"),
+    "photos": (load_photos, "pip install scikit-image scikit-learn"),
 }
 
 

@@ -1,4 +1,4 @@
-"""benchmarks/datasets.py on the two datasets that need no download: layout, counts,
+"""benchmarks/datasets.py on three datasets that need no download: layout, counts,
 train/test disjointness and byte-for-byte determinism."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ pytest.importorskip("sklearn")
 pytest.importorskip("skimage")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "datasets.py"
-CLASSES = {"digits8x8": [str(d) for d in range(10)], "textures": ["brick", "grass", "gravel"]}
+CLASSES = {"digits8x8": [str(d) for d in range(10)], "textures": ["brick", "grass", "gravel"],
+           "photos": sorted(["astronaut", "cat", "coffee", "rocket", "temple", "flower"])}
 
 
 def _builder():
@@ -26,7 +27,7 @@ def _builder():
 
 def _build(out: Path, sources: Path) -> dict[str, bytes]:
     argv = ["--out", str(out), "--sources", str(sources), "--per-class", "5",
-            "--test-per-class", "3", "--only", "digits8x8,textures"]
+            "--test-per-class", "3", "--only", "digits8x8,textures,photos"]
     assert _builder().main(argv) == 0
     return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
@@ -40,7 +41,7 @@ def test_split_layout_disjoint_and_deterministic(tmp_path):
             for cls in classes:
                 files = sorted(p.name for p in (folder / cls).iterdir())
                 assert files == [f"{i:04d}.png" for i in range(count)]
-    assert len(first) == (10 + 3) * (5 + 3)
+    assert len(first) == (10 + 3 + 6) * (5 + 3)
 
     digits = tmp_path / "a" / "digits8x8"
     train = {p.read_bytes() for p in (digits / "train").rglob("*.png")}
@@ -53,6 +54,8 @@ def test_split_layout_disjoint_and_deterministic(tmp_path):
         assert (im.mode, im.size) == ("L", (8, 8))
     with Image.open(tmp_path / "a" / "textures" / "test" / "grass" / "0000.png") as im:
         assert (im.mode, im.size) == ("L", (128, 128))
+    with Image.open(tmp_path / "a" / "photos" / "train" / "cat" / "0000.png") as im:
+        assert (im.mode, im.size) == ("RGB", (96, 96))
 
     assert _build(tmp_path / "b", tmp_path / "sources") == first
-    assert not any((tmp_path / "sources").iterdir())  # nothing downloaded for these two
+    assert not any((tmp_path / "sources").iterdir())  # nothing downloaded for these
