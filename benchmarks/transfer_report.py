@@ -93,7 +93,7 @@ class Dataset:
     seed0: dict[str, dict[str, Any]] = field(default_factory=dict)
     paired: dict[str, Paired] = field(default_factory=dict)
     hps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: tuple[int, ...] = t.CONFIRM_SEEDS
+    seeds: tuple[int, ...] = field(default_factory=lambda: tuple(t.CONFIRM_SEEDS))
 
     @property
     def complete(self) -> bool:
