@@ -231,9 +231,12 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
                 "scratch": scratch_hyperparameters(analysis),
                 recommended_id(rec_hp): rec_hp}
     extra_ids = []
-    for hp in extra:  # e.g. the recommendation of the heuristics before a change
-        extra_ids.append(recommended_id(hp))
-        settings[extra_ids[-1]] = dict(hp)
+    for item in extra:  # the recommendation of the heuristics before a change, or candidates
+        named = "hyperparameters" in item
+        hp = dict(item["hyperparameters"]) if named else dict(item)
+        extra_ids.append(f"{item['name']}@{recommended_id(hp)[4:]}" if named
+                         else recommended_id(hp))
+        settings[extra_ids[-1]] = hp
 
     def hp_of(setting: str) -> dict[str, Any]:
         return settings[setting] if setting in settings else \
@@ -355,8 +358,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--top", type=int, default=TOP, help="grid cells re-run on fresh seeds")
     run.add_argument("--stage", default="all", choices=("grid", "confirm", "all"))
     run.add_argument("--extra", type=Path, default=None,
-                     help="JSON {dataset: [hyperparameters, ...]} of more settings to run on "
-                          "every seed (e.g. written by `recommendations` from another version)")
+                     help="JSON {dataset: [hyperparameters or {name, hyperparameters}, ...]} "
+                          "of more settings to run on every seed (e.g. written by "
+                          "`recommendations` from another version)")
     recs = sub.add_parser("recommendations", help="write the recommendation of these "
                           "heuristics for every analysed dataset (for run --extra)")
     recs.add_argument("--results", type=Path, default=RESULTS)
