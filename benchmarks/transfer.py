@@ -269,6 +269,11 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         return row
 
     rec = recommended_id(rec_hp)
+    if not grid and not confirm:  # --stage extra: only the extra settings, on every seed
+        for seed in (GRID_SEED, *CONFIRM_SEEDS):
+            for setting in extra_ids:
+                ensure(setting, seed)
+        return
     first = ["default", rec, "scratch"]
     if grid:
         for setting in first + extra_ids + [c for c in grid_cells() if c != DEFAULT_CELL]:
@@ -356,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--jobs", type=int, default=1, help="datasets fine-tuned at once")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--top", type=int, default=TOP, help="grid cells re-run on fresh seeds")
-    run.add_argument("--stage", default="all", choices=("grid", "confirm", "all"))
+    run.add_argument("--stage", default="all", choices=("grid", "confirm", "all", "extra"),
+                     help="extra: only the --extra settings, on every seed")
     run.add_argument("--extra", type=Path, default=None,
                      help="JSON {dataset: [hyperparameters or {name, hyperparameters}, ...]} "
                           "of more settings to run on every seed (e.g. written by "

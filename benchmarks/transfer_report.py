@@ -171,7 +171,7 @@ def pm(mean: float, sd: float) -> str:
 
 def describe(setting: str, hp: Mapping[str, Any] | None = None) -> str:
     a = axes_of(setting, hp)
-    if setting.startswith("rec@") and hp is not None:
+    if "@" in setting and hp is not None:
         lrs = "/".join(f"{g['lr']:.2g}" for g in hp["lr_groups"])
         lp = ", LP-FT" if hp.get("lp_ft") else ""
         return f"reinit {a['reinit']}, {REG_LABEL[a['reg']]}, lr {lrs}{lp}"
@@ -274,6 +274,23 @@ def render(datasets: Mapping[str, Dataset], fit_on: Sequence[str]) -> str:
                 lines.append(f"| {d.name} | {describe(b['id'], d.hps[b['id']])} "
                              f"| {pct(b['rec'].mean())} | {pm(*b['gain'])} "
                              f"| {pm(*b['regret'])} | {'yes' if b['within'] else 'no'} |")
+    candidates = sorted({s for d in done for s in d.paired if "@" in s
+                         and not s.startswith("rec@")})
+    if candidates:
+        lines += ["", "### Calibration candidates", "",
+                  "Variants of the recommendation tried on the datasets marked (fit) before a "
+                  "rule was changed; same fresh seeds.", "",
+                  "| dataset | candidate | what it changes | test % | gain | regret |",
+                  "|---|---|---|---|---|---|"]
+        for s, d in zip(sums, done):
+            for c in candidates:
+                p = d.paired.get(c)
+                if p is None or not all(k in p.by_seed for k in d.seeds):
+                    continue
+                v = p.values(d.seeds)
+                lines.append(f"| {d.name} | {c.split('@')[0]} | {describe(c, d.hps[c])} "
+                             f"| {pct(v.mean())} | {pm(*diff_stats(v, s['default']))} "
+                             f"| {pm(*diff_stats(s['top'], v))} |")
     lines += ["", "### Aggregate", "",
               "| datasets | setting | n | mean gain over default | mean regret to best | "
               "share within noise of best |", "|---|---|---|---|---|---|"]
