@@ -20,7 +20,7 @@ from heuristics import (
     Rule,
     recommend,
 )
-from heuristics.rules.groups import HEAD_LR_CAP, LOWER_LR_FACTOR
+from heuristics.rules.groups import FAR_ELR, HEAD_LR_CAP, LOWER_LR_FACTOR
 from heuristics.rules.lr import DEFAULT_LR, MOMENTUM
 from heuristics.rules.regularisation import DEFAULT_L2_WEIGHT, L2SP_WEIGHT
 from heuristics.rules.reinit import REINIT_MAX_BLOCKS
@@ -229,10 +229,30 @@ def test_group_lrs_are_discriminative():
 
 
 def test_head_lr_is_capped():
+    # base 0.03 at momentum 0.5: ELR 0.06, below the far-domain decade, and 10x base > cap
+    rec = recommend({"linear_probe_accuracy": 0.95}, blocks=BLOCKS, head_modules=HEAD,
+                    num_classes=10, overrides={"base_lr": 0.03, "momentum": 0.5})
+    assert rec.hyperparameters.base_lr * 10 > HEAD_LR_CAP
+    assert rec.hyperparameters.effective_lr < FAR_ELR
+    assert groups(rec)["head"].lr == HEAD_LR_CAP
+
+
+def test_far_domain_trains_every_group_at_the_base_rate():
+    """A probe in the distant decade: ELR 0.316, so the head and the lower blocks train at the
+    base rate (calibrated on the benchmark's fit datasets)."""
     rec = recommend({"linear_probe_accuracy": 0.30}, blocks=BLOCKS, head_modules=HEAD,
                     num_classes=10)
-    assert rec.hyperparameters.base_lr * 10 > HEAD_LR_CAP
-    assert groups(rec)["head"].lr == HEAD_LR_CAP
+    h = rec.hyperparameters
+    assert h.effective_lr >= FAR_ELR
+    assert {g.name: g.lr for g in h.lr_groups} == {"head": h.base_lr, "upper": h.base_lr,
+                                                   "lower": h.base_lr}
+    assert {"groups.far_domain_head_at_base", "groups.far_domain_lower_at_base"} <= fired(rec)
+    # a middle-decade target keeps the 10x / 1/10 groups
+    middle = recommend({"linear_probe_accuracy": 0.75}, blocks=BLOCKS, head_modules=HEAD,
+                       num_classes=10)
+    g = groups(middle)
+    assert g["head"].lr == pytest.approx(10 * g["upper"].lr)
+    assert g["lower"].lr == pytest.approx(LOWER_LR_FACTOR * g["upper"].lr)
 
 
 @pytest.mark.parametrize(("profile", "lower_blocks"), [(RISING, 3), (EARLY_PEAK, 2)])
@@ -504,3 +524,15 @@ def test_a_block_contains_its_modules_and_what_lies_inside_them_only():
     assert block.contains("blocks.1") and block.contains("blocks.1.0.conv_dw.weight")
     assert block.contains("conv_stem.weight")
     assert not block.contains("blocks.10.0.bn1") and not block.contains("blocks")
+
+
+@pytest.mark.parametrize(("confidence", "images", "expected"),
+                         [(0.15, 400, 2), (0.15, 250, 1), (0.9, 400, 0)])
+def test_a_far_target_renews_the_top_blocks(confidence, images, expected):
+    """The source head says distant (the probe: middle): the top 2 blocks are re-initialised
+    although the probe profile still rises, within the size cap (calibrated on the benchmark's
+    fit datasets, docs/benchmark.md); a target close to the source keeps them."""
+    rec = with_profile(RISING, {"linear_probe_accuracy": 0.82, "source_confidence": confidence},
+                       num_images=images, num_classes=10)
+    assert rec.hyperparameters.reinit_top_blocks == expected
+    assert ("reinit.far_domain_renews_top" in fired(rec)) == (confidence < 0.3)

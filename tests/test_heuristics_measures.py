@@ -4,6 +4,8 @@ learning-rate decade)."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from heuristics import Block, recommend
@@ -143,7 +145,11 @@ def test_disagreeing_stand_ins_widen_the_range_and_lower_the_confidence():
                       num_classes=10)
     disagree = recommend({"linear_probe_accuracy": 0.95, "source_confidence": 0.1},
                          num_classes=10)
-    assert disagree.hyperparameters.base_lr == agree.hyperparameters.base_lr
+    # the farther decade wins (calibrated on the benchmark's fit datasets)
+    assert disagree.hyperparameters.effective_lr == pytest.approx(
+        math.sqrt(ELR_DISTANT[0] * ELR_DISTANT[1]))
+    assert agree.hyperparameters.effective_lr == pytest.approx(
+        math.sqrt(ELR_SIMILAR[0] * ELR_SIMILAR[1]))
     assert disagree.details["base_lr"].confidence == "low"
     lo, hi = disagree.details["base_lr"].range
     assert lo == pytest.approx(ELR_SIMILAR[0] * (1 - MOMENTUM))

@@ -96,11 +96,20 @@ def test_reinitialised_blocks_are_named_by_the_backbones_modules():
     assert groups(paper("dtd"))["head"].modules == ("features.21", "last_linear")
 
 
-@pytest.mark.parametrize("name", DATASETS)
+@pytest.mark.parametrize("name", [n for n in DATASETS if n != "fgvc_aircraft"])
 def test_layer_groups_get_different_learning_rates(name):
     g = groups(paper(name))
     assert len({group.lr for group in g.values()}) >= 2
     assert g["lower"].lr < g["upper"].lr < g["head"].lr
+
+
+def test_a_far_target_trains_every_group_at_one_rate():
+    """A documented departure from the paper (per-group rates helped FGVC Aircraft there, at
+    a full budget): the benchmark's fit datasets (docs/benchmark.md) put a target in the
+    distant ELR decade, as Aircraft's probe does, at one rate for every group."""
+    rec = paper("fgvc_aircraft")
+    assert rec.hyperparameters.effective_lr >= 0.1
+    assert len({group.lr for group in groups(rec).values()}) == 1
 
 
 @pytest.mark.parametrize("name", DATASETS)
