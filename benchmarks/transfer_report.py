@@ -189,6 +189,19 @@ def marginals(d: Dataset, axis: str) -> dict[Any, float]:
     return {k: float(np.mean(v)) for k, v in sorted(groups.items())}
 
 
+def profile_reinit(analysis: Mapping[str, Any]) -> int | None:
+    """Top blocks above the peak of the linear-probe profile: what the profile alone says,
+    before any cap or other rule (heuristics.rules.reinit)."""
+    from heuristics.profile import absolute_shape
+    from heuristics.rules.reinit import PROFILE_ACCURACY_TOLERANCE
+
+    values = analysis["profile"].get("linear_probe_accuracy")
+    if not values:
+        return None
+    names = [b["name"] for b in analysis["blocks"]]
+    return absolute_shape(values, names, PROFILE_ACCURACY_TOLERANCE).blocks_above
+
+
 def summary(d: Dataset) -> dict[str, Any]:
     seeds = d.seeds
     default = d.paired["default"].values(seeds)
@@ -205,6 +218,7 @@ def summary(d: Dataset) -> dict[str, Any]:
                                                                       for a in best_axes}),
            "reg_pred": rec_axes["reg"], "reg_best": sorted({a["reg"] for a in best_axes}),
            "reinit_marg": marginals(d, "reinit"), "reg_marg": marginals(d, "reg")}
+    out["reinit_profile"] = profile_reinit(d.analysis)
     out["reinit_hit"] = out["reinit_pred"] in out["reinit_best"]
     out["reg_hit"] = out["reg_pred"] in out["reg_best"]
     for name in d.before_ids():
@@ -308,17 +322,20 @@ def render(datasets: Mapping[str, Dataset], fit_on: Sequence[str]) -> str:
     lines += ["", "### Did the probes point at the winners?", "",
               "Best = the settings within noise of the top on the fresh seeds; the grid's mean "
               "is the seed-0 test accuracy averaged over all cells with that value.", "",
-              "| dataset | pre-training gain | recommended reinit | best reinit | grid mean by "
-              "reinit 0/1/2/3 | recommended regulariser | best regulariser | grid mean by "
-              "L2 / L2-SP lower / L2-SP all | recommended lrs (head/upper/lower) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| dataset | pre-training gain | profile says reinit | recommended reinit | best "
+              "reinit | grid mean by reinit 0/1/2/3 | recommended regulariser | best "
+              "regulariser | grid mean by L2 / L2-SP lower / L2-SP all | recommended lrs "
+              "(head/upper/lower) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for s, d in zip(sums, done):
         gain = d.analysis["measures"].get("pretraining_gain")
         lrs = "/".join(f"{g['lr']:.2g}" for g in d.rec_hp["lr_groups"])
         rm = "/".join(pct(v) for v in s["reinit_marg"].values())
         gm = s["reg_marg"]
         lines.append(
-            f"| {d.name} | {'–' if gain is None else f'{gain:+.3f}'} | {s['reinit_pred']} "
+            f"| {d.name} | {'–' if gain is None else f'{gain:+.3f}'} "
+            f"| {'–' if s['reinit_profile'] is None else s['reinit_profile']} "
+            f"{'✓' if s['reinit_profile'] in s['reinit_best'] else '✗'} | {s['reinit_pred']} "
             f"| {', '.join(map(str, s['reinit_best']))} {'✓' if s['reinit_hit'] else '✗'} "
             f"| {rm} | {REG_LABEL[s['reg_pred']]} "
             f"| {', '.join(REG_LABEL[x] for x in s['reg_best'])} {'✓' if s['reg_hit'] else '✗'} "
