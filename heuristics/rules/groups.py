@@ -27,7 +27,7 @@ HEAD_LR_CAP = 0.1
 # Calibrated by the benchmark (docs/benchmark.md) on fashion-mnist and mnist: one lr beat the
 # 10x / 1/10 groups in every grid cell at both base rates (seed 0), and, the recommendation's
 # other settings kept, one rate of 0.0316 beat head 0.1 / upper 0.0316 / lower 0.00316 by
-# +1.4 and +5.1 points (mean of seeds 0-2, paired; better on 4 of the 6 pairs, 1 tie).
+# +1.3 and +6.0 points (mean over fresh seeds 1-3, paired; docs/benchmark.md, candidates).
 # This departs from the paper, where per-group rates helped FGVC Aircraft too (full budget,
 # Inception-v4); the benchmark's budget is short (docs/benchmark.md, limits).
 FAR_ELR = 0.1
