@@ -200,7 +200,7 @@ def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str
 
 def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int, threads: int,
                 device: str, top: int, grid: bool, confirm: bool,
-                extra: Sequence[Mapping[str, Any]] = ()) -> None:
+                extra: Sequence[Mapping[str, Any]] = (), stage: str = "all") -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -269,9 +269,9 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         return row
 
     rec = recommended_id(rec_hp)
-    if not grid and not confirm:  # --stage extra: only the extra settings, on every seed
+    if not grid and not confirm:  # --stage extra / pair: no grid, these settings on every seed
         for seed in (GRID_SEED, *CONFIRM_SEEDS):
-            for setting in extra_ids:
+            for setting in (extra_ids if stage == "extra" else ["default", rec, *extra_ids]):
                 ensure(setting, seed)
         return
     first = ["default", rec, "scratch"]
@@ -334,7 +334,7 @@ def run_main(args: argparse.Namespace) -> int:
         run_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
                     threads=args.threads, device=args.device, top=args.top,
                     grid=args.stage in ("grid", "all"), confirm=args.stage in ("confirm", "all"),
-                    extra=extra.get(n, ()))
+                    extra=extra.get(n, ()), stage=args.stage)
     return 0
 
 
@@ -361,8 +361,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--jobs", type=int, default=1, help="datasets fine-tuned at once")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--top", type=int, default=TOP, help="grid cells re-run on fresh seeds")
-    run.add_argument("--stage", default="all", choices=("grid", "confirm", "all", "extra"),
-                     help="extra: only the --extra settings, on every seed")
+    run.add_argument("--stage", default="all",
+                     choices=("grid", "confirm", "all", "extra", "pair"),
+                     help="extra: only the --extra settings, on every seed; pair: the default "
+                          "and the recommendation (and --extra) on every seed, no grid")
     run.add_argument("--extra", type=Path, default=None,
                      help="JSON {dataset: [hyperparameters or {name, hyperparameters}, ...]} "
                           "of more settings to run on every seed (e.g. written by "

@@ -113,6 +113,11 @@ class Dataset:
         ranked = t.rank(cells, first.get("n_val", 1), first.get("n_test", 1))[:t.TOP]
         return ["default" if c == t.DEFAULT_CELL else c for c in ranked]
 
+    def paired_pair(self) -> bool:
+        """The default and the recommendation on every fresh seed (without the grid)."""
+        return all(s in self.paired and all(k in self.paired[s].by_seed for k in self.seeds)
+                   for s in ("default", self.rec_id))
+
     def confirmed_grid(self) -> list[str]:
         return list(dict.fromkeys(["default", *self.top_cells]))
 
@@ -262,8 +267,9 @@ def render(datasets: Mapping[str, Dataset], fit_on: Sequence[str]) -> str:
                   "are test %, mean over the fresh seeds; differences are paired mean ± "
                   "standard deviation over those seeds.", ""]
     if pending:
-        lines += [f"Not complete yet (run `python benchmarks/transfer.py run` again): "
+        lines += [f"Grid not complete yet (run `python benchmarks/transfer.py run` again): "
                   f"{', '.join(pending)}.", ""]
+    partial = [d for d in datasets.values() if not d.complete and d.paired_pair()]
     lines += ["### Per dataset", "",
               "| dataset | classes, train/val/test | default | recommended | best of the grid "
               "| gain (rec − default) | regret (best − rec) | rec within noise of best | "
@@ -277,6 +283,21 @@ def render(datasets: Mapping[str, Dataset], fit_on: Sequence[str]) -> str:
             f"| {pct(s['rec'].mean())} | {pct(s['top'].mean())} | {pm(*s['gain'])} "
             f"| {pm(*s['regret'])} | {'yes' if s['rec_within'] else 'no'} "
             f"| {'; '.join(describe(x) for x in s['best'])} |")
+    if partial:
+        lines += ["", "Datasets whose grid is not complete, with the default and the "
+                  "recommendation on the fresh seeds (no regret without the grid):", "",
+                  "| dataset | classes, train/val/test | default | recommended | gain (rec − "
+                  "default) | recommended before | gain before |", "|---|---|---|---|---|---|---|"]
+        for d in partial:
+            r, seeds = d.rows[0], d.seeds
+            default, rec = d.paired["default"].values(seeds), d.paired[d.rec_id].values(seeds)
+            before = [d.paired[b].values(seeds) for b in d.before_ids()]
+            lines.append(
+                f"| {d.name} | {d.analysis['num_classes']}, {r['n_train']}/{r['n_val']}/"
+                f"{r['n_test']} | {pct(default.mean())} | {pct(rec.mean())} "
+                f"| {pm(*diff_stats(rec, default))} "
+                f"| {pct(before[0].mean()) if before else '–'} "
+                f"| {pm(*diff_stats(before[0], default)) if before else '–'} |")
     if any(s.get("before") for s in sums):
         lines += ["", "### Before calibration", "",
                   "The recommendation of the heuristics before this issue's changes, on the "

@@ -148,7 +148,7 @@ def test_incomplete_dataset_is_reported_as_pending():
             if r.get("seed") in (None, t.GRID_SEED)]
     datasets = rep.load(rows)
     assert not datasets["toy"].complete
-    assert "Not complete yet" in rep.render(datasets, fit_on=())
+    assert "Grid not complete yet" in rep.render(datasets, fit_on=())
 
 
 @pytest.mark.slow
@@ -194,3 +194,15 @@ def test_tiny_real_run_is_resumable(tmp_path, monkeypatch):
                    str(tmp_path / "fig.png")]) == 0
     assert "| digits8x8 | 10, " in page.read_text()
     assert json.loads(results.read_text().splitlines()[0])["kind"] == "analysis"
+
+
+def test_a_dataset_without_its_grid_still_reports_the_gain():
+    rec_hp = t.plain_hp(t.recommend_from(ANALYSIS).to_dict()["hyperparameters"])
+    rec_id = t.recommended_id(rec_hp)
+    rows = [r for r in _rows(rec_id, rec_hp, lambda s, k: {"default": 0.6, rec_id: 0.7}
+                             .get(s, 0.5) + 0.01 * k)
+            if r["kind"] == "analysis" or r["setting"] in ("default", rec_id)]
+    datasets = rep.load(rows)
+    assert not datasets["toy"].complete and datasets["toy"].paired_pair()
+    text = rep.render(datasets, fit_on=())
+    assert "| toy | 10, 30/10/20 | 62.0 | 72.0 | +10.0 ± 0.0 | – | – |" in text
