@@ -404,7 +404,7 @@ def figure(datasets: Mapping[str, Dataset], path: Path) -> None:
     if not done:
         return
     sums = [summary(d) for d in done]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [3, 2]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [3, 2]})
     series = [("binary default", "default", "#9e9e9e"), ("nbtl before calibration", "before",
                                                           "#f4a261"),
               ("nbtl recommended", "rec", "#2a9d8f"), ("best of the grid", "top", "#264653")]
@@ -416,11 +416,11 @@ def figure(datasets: Mapping[str, Dataset], path: Path) -> None:
                 else s[key] for s in sums]
         ax.bar(x + (i - (len(series) - 1) / 2) * width, [100 * v.mean() for v in vals], width,
                yerr=[100 * v.std(ddof=1) for v in vals], label=label, color=colour, capsize=2)
-    ax.set_xticks(x, [d.name for d in done], rotation=20)
+    ax.set_xticks(x, [f"{d.name}\n(fit)" if d.name in FIT_ON else d.name for d in done])
     low = min(100 * min(s["default"].min(), s["rec"].min(), s["top"].min()) for s in sums)
     ax.set_ylim(max(0, low - 10), 100)
     ax.set_ylabel("test accuracy % (mean ± sd, fresh seeds)")
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(series))
     ax.set_title("Fine-tuning on real data, same budget")
     names = [b["name"] for b in done[0].analysis["blocks"]]
     for d in done:
