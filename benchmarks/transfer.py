@@ -200,7 +200,8 @@ def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str
 
 def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int, threads: int,
                 device: str, top: int, grid: bool, confirm: bool,
-                extra: Sequence[Mapping[str, Any]] = (), stage: str = "all") -> None:
+                extra: Sequence[Mapping[str, Any]] = (), stage: str = "all",
+                shard: tuple[int, int] = (0, 1)) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -276,7 +277,9 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         return
     first = ["default", rec, "scratch"]
     if grid:
-        for setting in first + extra_ids + [c for c in grid_cells() if c != DEFAULT_CELL]:
+        cells = [c for c in grid_cells() if c != DEFAULT_CELL]
+        index, count = shard
+        for setting in (first + extra_ids + cells)[index::count]:
             ensure(setting, GRID_SEED)
     if confirm:
         seed0 = [ensure(c, GRID_SEED) for c in grid_cells() if c != DEFAULT_CELL]
@@ -312,7 +315,8 @@ def run_main(args: argparse.Namespace) -> int:
     extra = json.loads(args.extra.read_text(encoding="utf-8")) if args.extra else {}
     common = ["--data", str(args.data), "--results", str(args.results), "--epochs",
               str(args.epochs), "--size", str(args.size), "--threads", str(args.threads),
-              "--device", args.device, "--top", str(args.top), "--stage", args.stage]
+              "--device", args.device, "--top", str(args.top), "--stage", args.stage,
+              "--shard", f"{args.shard[0]}/{args.shard[1]}"]
     if args.extra:
         common += ["--extra", str(args.extra)]
     if args.jobs > 1 and len(present) > 1:  # one child process per dataset, args.jobs at once
@@ -334,7 +338,7 @@ def run_main(args: argparse.Namespace) -> int:
         run_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
                     threads=args.threads, device=args.device, top=args.top,
                     grid=args.stage in ("grid", "all"), confirm=args.stage in ("confirm", "all"),
-                    extra=extra.get(n, ()), stage=args.stage)
+                    extra=extra.get(n, ()), stage=args.stage, shard=args.shard)
     return 0
 
 
@@ -345,6 +349,13 @@ def recommendations_main(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(out, indent=1, sort_keys=True), encoding="utf-8")
     print(f"{len(out)} recommendation(s) -> {args.out}")
     return 0
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 0 <= I < N")
+    return int(index), int(count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -369,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="JSON {dataset: [hyperparameters or {name, hyperparameters}, ...]} "
                           "of more settings to run on every seed (e.g. written by "
                           "`recommendations` from another version)")
+    run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                     help="with --stage grid: only every N-th setting from the I-th (0-based), "
+                          "so N processes can share one dataset's grid")
     recs = sub.add_parser("recommendations", help="write the recommendation of these "
                           "heuristics for every analysed dataset (for run --extra)")
     recs.add_argument("--results", type=Path, default=RESULTS)
