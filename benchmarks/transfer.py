@@ -389,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     recs.add_argument("--out", type=Path, required=True)
     rep = sub.add_parser("report", help="tables and figure from the results")
     rep.add_argument("--results", type=Path, default=RESULTS)
-    rep.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark-results.md")
+    rep.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md")
     rep.add_argument("--figure", type=Path, default=ROOT / "docs" / "benchmark.png")
     args = parser.parse_args(argv)
     if args.command == "run":
