@@ -394,15 +394,19 @@ def render(datasets: Mapping[str, Dataset], fit_on: Sequence[str]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def figure(datasets: Mapping[str, Dataset], path: Path) -> None:
-    import matplotlib
+def figure(datasets: Mapping[str, Dataset], path: Path) -> bool:
+    """Draw the figure; False (and nothing written) without matplotlib (the `bench` extra)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     done = [d for d in datasets.values() if d.complete]
     if not done:
-        return
+        return False
     sums = [summary(d) for d in done]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [3, 2]})
     series = [("binary default", "default", "#9e9e9e"), ("nbtl before calibration", "before",
@@ -436,6 +440,7 @@ def figure(datasets: Mapping[str, Dataset], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: same bytes
     plt.close(fig)
+    return True
 
 
 def write(text: str, out: Path) -> None:
@@ -460,7 +465,8 @@ def main(args: Any) -> int:
         return 1
     text = render(datasets, FIT_ON)
     write(text, args.out)
-    figure(datasets, args.figure)
+    drawn = figure(datasets, args.figure)
     print(text)
-    print(f"wrote {args.out} and {args.figure}")
+    print(f"wrote {args.out}" + (f" and {args.figure}" if drawn else
+                                 " (no figure: pip install -e '.[bench]' for matplotlib)"))
     return 0
