@@ -168,20 +168,14 @@ def run_key(row: Mapping[str, Any]) -> tuple:
 
 # --- one dataset -----------------------------------------------------------------------------
 
-def analyse(root: Path, device: str) -> dict[str, Any]:
-    """What ``nbtl-recommend`` measures on the training folder (the probes never see test)."""
+def analyse(root: Path, device: str, backbone) -> dict[str, Any]:
+    """What ``nbtl-recommend`` measures on the training folder (the probes never see test);
+    ``backbone`` (the default one) gives the blocks and the weights' identity."""
     import recommender
-    from recommender.backbones import load_backbone
+    from recommender.pipeline import block_profile
 
     result = recommender.recommend(root, device=device)
-    backbone = load_backbone(None, None)
-    profile = {}
-    for p in result.probes:
-        if p.per_block and all(m is not None for m in p.values):
-            profile[p.name] = [m.value for m in p.values]
-            if all(m.spread is not None for m in p.values):
-                profile[f"{p.name}_spread"] = [m.spread for m in p.values]
-    return {"measures": result.summary_measures(), "profile": profile,
+    return {"measures": result.summary_measures(), "profile": block_profile(result.probes),
             "blocks": [{"name": b.name, "modules": list(b.modules)} for b in backbone.blocks],
             "head_modules": list(backbone.head_modules),
             "num_images": len(result.dataset.samples),
@@ -207,24 +201,24 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     torch.set_num_threads(threads)
     from recommender.backbones import load_backbone
     from recommender.dataset import load_dataset
+    from recommender.features import resolve_device
     from recommender.training import load_image_tensors
     from recommender.validate import budget_for, default_hyperparameters, folder_split, run_setting
 
-    device = "cuda" if device == "auto" and torch.cuda.is_available() else \
-        ("cpu" if device == "auto" else device)
+    device = resolve_device(device)
+    backbone = load_backbone(None, None)
     rows = read_results(results)
     analysis = next((r["analysis"] for r in rows if r.get("kind") == "analysis"
                      and r["dataset"] == name), None)
     if analysis is None:
         print(f"{name}: analysing {root / 'train'}", flush=True)
-        analysis = analyse(root, device)
+        analysis = analyse(root, device, backbone)
         append(results, {"kind": "analysis", "dataset": name, "analysis": analysis})
     rec_hp = recommend_from(analysis).to_dict()["hyperparameters"]
     budget = budget_for(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
     split = folder_split(parts, GRID_SEED)
     data = None
-    backbone = load_backbone(None, None)
     base_row = {"kind": "run", "dataset": name, "budget": budget.to_dict(), "device": device,
                 "threads": threads, "n_train": int(split.train.size),
                 "n_val": int(split.val.size), "n_test": int(split.test.size)}

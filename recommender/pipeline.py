@@ -234,12 +234,8 @@ def recommend(
             on_epoch=(lambda _epoch, _loss: on_step(1)) if on_step else None)
         timings["scratch_s"] = time.perf_counter() - mark
 
-    profile = {}
-    for p in results:
-        if p.per_block and all(m is not None for m in p.values):
-            profile[p.name] = [m.value for m in p.values]
-            if all(m.spread is not None for m in p.values):  # fold noise, for the rules
-                profile[f"{p.name}_spread"] = [m.spread for m in p.values]
+    profile = block_profile(results)
+
     def remake(extra: Mapping[str, Any]) -> heuristics.Recommendation:
         return heuristics.recommend(
             summary_measures(results, scratch_result),
@@ -286,6 +282,18 @@ def recommend(
         timings=timings,
         features_from_cache=features.from_cache,
     )
+
+
+def block_profile(results) -> dict[str, list[float]]:
+    """Per-block values of every probe measured on all blocks (and ``NAME_spread``, the fold
+    noise, where every block has one): the profile the heuristics' rules read."""
+    profile = {}
+    for p in results:
+        if p.per_block and all(m is not None for m in p.values):
+            profile[p.name] = [m.value for m in p.values]
+            if all(m.spread is not None for m in p.values):  # fold noise, for the rules
+                profile[f"{p.name}_spread"] = [m.spread for m in p.values]
+    return profile
 
 
 def summary_measures(results, scratch: ScratchResult | None = None) -> dict[str, float]:
