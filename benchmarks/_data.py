@@ -97,8 +97,8 @@ def extract_real_features(paths: list[Path]):
     and the seconds the extraction took (model loading not included)."""
     import time
 
-    from recommender.backbones import load_backbone
-    from recommender.features import extract_features
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import extract_features
 
     backbone = load_backbone(None, None)
     start = time.perf_counter()
@@ -115,7 +115,7 @@ def cached_real_features(n: int, work: Path, seed: int = 0):
     import dataclasses
     import json
 
-    from recommender.features import Features
+    from recommender.models.features import Features
 
     paths, labels = fashion_mnist_images(n, work / f"fashion-mnist-{n}", seed=seed)
     store = work / f"features-{n}-seed{seed}.npz"
@@ -138,7 +138,7 @@ def cached_real_features(n: int, work: Path, seed: int = 0):
               "meta": np.array(json.dumps({"blocks": features.blocks, "seconds": seconds}))}
     for i, b in enumerate(features.blocks):
         arrays[f"pretrained/{b}"] = features.pretrained[i]
-        arrays[f"random_init/{b}"] = features.random_init[i]
+        arrays[f"random_init/{b}"] = features.random_features[i]
         stats = getattr(features, "bn_stats", ())
         if stats and stats[i] is not None:
             arrays[f"bn_stats/{b}"] = stats[i]

@@ -11,11 +11,11 @@ costs at most 15 % of extracting those images' features. This script
    - ``real``: the default backbone's features of N real Fashion-MNIST images (its 6
      feature points at their real widths 16 ... 1280, random-init twin, source head and
      BatchNorm statistics), extracted once and kept in ``--work``;
-2. times ``recommender.pipeline.run_probes`` on them as the CLI calls it (worker
+2. times ``recommender.analysis.run_probes`` on them as the CLI calls it (worker
    processes over the blocks, first call in the process), and each probe on each block
    alone in this process (in registration order, as a worker runs them, so the
    pre-training gain re-uses the probe's memoised fit);
-3. times ``recommender.features.extract_features`` (default backbone, real ImageNet
+3. times ``recommender.models.features.extract_features`` (default backbone, real ImageNet
    weights, no cache) on M real images after a small warm-up and scales it linearly to N
    (``--extract-images N`` times all of them).
 
@@ -45,7 +45,7 @@ SOURCE_CLASSES = 1000
 def synthetic_features(n: int, d: int):
     """5 stages of backbone-like features of the same samples: class separation rising with
     depth, the random-init twin's weak; a source softmax whose top class follows the label."""
-    from recommender.features import Features
+    from recommender.models.features import Features
 
     labels = backbone_like_features(n, 8, N_CLASSES, seed=0)[1]
     pretrained = tuple(backbone_like_features(n, d, N_CLASSES, sep=0.15 + 0.1 * s, view=s)[0]
@@ -63,7 +63,7 @@ def synthetic_features(n: int, d: int):
 
 def time_suite(features, labels) -> tuple[float, list]:
     """Wall seconds of run_probes as the CLI runs it (first call in this process)."""
-    from recommender.pipeline import run_probes
+    from recommender.analysis import run_probes
 
     start = time.perf_counter()
     results = run_probes(features, labels)
@@ -76,17 +76,17 @@ def time_each_probe(features, labels) -> dict[str, list[float]]:
     from threadpoolctl import threadpool_limits
 
     import probes
-    from recommender import pipeline
+    from recommender import analysis
 
     # The inputs that exist once per block, as the pipeline splits the work.
-    block_inputs = getattr(pipeline, "BLOCK_INPUTS", ("features", "random_features"))
+    block_inputs = getattr(analysis, "BLOCK_INPUTS", ("features", "random_features"))
     registered = probes.list_probes()
     per_block = [p for p in registered if set(block_inputs) & set(p.needs)]
     once = [p for p in registered if p not in per_block]
     bn_stats = getattr(features, "bn_stats", ()) or (None,) * len(features.blocks)
     seconds: dict[str, list[float]] = {p.name: [] for p in registered}
     with threadpool_limits(limits=1):
-        for f, r, b in zip(features.pretrained, features.random_init, bn_stats):
+        for f, r, b in zip(features.pretrained, features.random_features, bn_stats):
             inputs = {"features": f, "random_features": r, "bn_stats": b, "labels": labels}
             for probe in per_block:
                 seconds[probe.name].append(_timed(probe, inputs))
@@ -115,8 +115,8 @@ def time_extraction(m: int, n: int, work: Path) -> tuple[float, float, float]:
     e.g. DataLoader workers, is included and scaled). Returns (wall seconds for m, wall
     and CPU seconds scaled linearly to n); CPU counts this process and its DataLoader
     workers."""
-    from recommender.backbones import load_backbone
-    from recommender.features import extract_features
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import extract_features
 
     paths, _ = fashion_mnist_images(max(m, 32), work / f"fashion-mnist-{max(m, 32)}")
     backbone = load_backbone(None, None)

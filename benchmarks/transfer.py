@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ BASE_LRS = (0.01, 0.03)
 GROUP_RATIO = 10.0  # per-group mode: head and re-initialised blocks x10, lower blocks /10
 L2SP_WEIGHT = 0.02  # the paper code's alpha (heuristics.rules.regularisation)
 L2_WEIGHT = 1e-4  # the binary default's weight decay, for every cell
-SCRATCH = {"optimizer": "adamw", "lr": 1e-3}  # as recommender.scratch: SGD diverged there
+SCRATCH = {"optimizer": "adamw", "lr": 1e-3}  # as recommender.finetune.scratch: SGD diverged
 GRID_SEED = 0
 CONFIRM_SEEDS = (1, 2, 3)
 TOP = 2
@@ -85,14 +86,14 @@ def recommend_from(analysis: Mapping[str, Any], overrides: Mapping[str, Any] | N
     import heuristics
     from heuristics.types import Block
 
-    return heuristics.recommend(
+    return heuristics.advise(
         analysis["measures"], profile=analysis["profile"],
         blocks=[Block(b["name"], tuple(b["modules"])) for b in analysis["blocks"]],
         head_modules=tuple(analysis["head_modules"]), num_images=analysis["num_images"],
         num_classes=analysis["num_classes"], overrides=dict(overrides or {}))
 
 
-def cell_hyperparameters(analysis: Mapping[str, Any], setting: str) -> dict[str, Any]:
+def cell_hyperparameters(analysis: Mapping[str, Any], setting: str):
     """The hyperparameters of one grid cell: the heuristics' own group structure (lower half of
     the transferred blocks below the split) with every axis set by override."""
     c = parse_cell(setting)
@@ -104,38 +105,44 @@ def cell_hyperparameters(analysis: Mapping[str, Any], setting: str) -> dict[str,
                  "l2sp_weight": 0.0 if c["reg"] == "l2" else L2SP_WEIGHT,
                  "l2_weight": L2_WEIGHT, "lp_ft": False, "optimizer": "sgd_nesterov",
                  "momentum": 0.9}
-    hp = recommend_from(analysis, overrides).to_dict()["hyperparameters"]
+    hp = recommend_from(analysis, overrides).hyperparameters
     if c["reg"] == "l2sp_all":  # every transferred group under L2-SP (re-initialised: L2)
-        for group in hp["lr_groups"]:
-            if group["name"] != "head":
-                group["penalty"] = "l2sp"
-    assert hp["split_block"] is not None, (setting, "needs a lower group")
+        groups = tuple(g if g.name == "head" else replace(g, penalty="l2sp")
+                       for g in hp.lr_groups)
+        hp = replace(hp, lr_groups=groups,
+                     l2sp_modules=tuple(m for g in groups if g.penalty == "l2sp"
+                                        for m in g.modules),
+                     l2_modules=tuple(m for g in groups if g.penalty == "l2" for m in g.modules))
+    assert hp.split_block is not None, (setting, "needs a lower group")
     return hp
 
 
-def scratch_hyperparameters(analysis: Mapping[str, Any]) -> dict[str, Any]:
-    modules = [m for b in analysis["blocks"] for m in b["modules"]]
-    head = list(analysis["head_modules"])
-    return {"reinit_top_blocks": len(analysis["blocks"]), "reinit_modules": modules,
-            "split_block": None, "optimizer": SCRATCH["optimizer"], "momentum": 0.9,
-            "base_lr": SCRATCH["lr"], "l2sp_weight": 0.0, "l2_weight": L2_WEIGHT,
-            "exclude_from_decay": ["batchnorm"], "lp_ft": False,
-            "lr_groups": [{"name": "head", "lr": SCRATCH["lr"], "blocks": [], "modules": head,
-                           "penalty": "l2", "rest": False},
-                          {"name": "rest", "lr": SCRATCH["lr"], "blocks": [], "modules": [],
-                           "penalty": "l2", "rest": True}]}
+def scratch_hyperparameters(analysis: Mapping[str, Any], budget_from=None):
+    """Every block re-initialised, AdamW at one learning rate, L2 on everything but the
+    BatchNorm parameters: training from scratch, with ``budget_from``'s batch and epochs
+    (``Hyperparameters``; default: the rule table's defaults)."""
+    from heuristics import LrGroup, binary_default
+
+    lr = SCRATCH["lr"]
+    head = tuple(analysis["head_modules"])
+    return replace(
+        binary_default(head_modules=head, lr=lr, weight_decay=L2_WEIGHT, budget=budget_from),
+        reinit_top_blocks=len(analysis["blocks"]),
+        reinit_modules=tuple(m for b in analysis["blocks"] for m in b["modules"]),
+        optimizer=SCRATCH["optimizer"], effective_lr=None, exclude_from_decay=("batchnorm",),
+        lr_groups=(LrGroup("head", lr, (), head, "l2"),
+                   LrGroup("rest", lr, (), (), "l2", rest=True)))
 
 
-def recommended_id(hp: Mapping[str, Any]) -> str:
+def recommended_id(hp) -> str:
     from recommender.cache import digest
 
     return "rec@" + digest(plain_hp(hp))[:10]
 
 
-def plain_hp(hp: Mapping[str, Any]) -> dict[str, Any]:
-    from heuristics.types import plain
-
-    return plain(dict(hp))
+def plain_hp(hp) -> dict[str, Any]:
+    """A setting's ``Hyperparameters`` as stored in the results (JSON)."""
+    return hp.to_dict()
 
 
 # --- the results file ------------------------------------------------------------------------
@@ -172,7 +179,7 @@ def analyse(root: Path, device: str, backbone) -> dict[str, Any]:
     """What ``nbtl-recommend`` measures on the training folder (the probes never see test);
     ``backbone`` (the default one) gives the blocks and the weights' identity."""
     import recommender
-    from recommender.pipeline import block_profile
+    from recommender.analysis import block_profile
 
     result = recommender.recommend(root, device=device)
     return {"measures": result.summary_measures(), "profile": block_profile(result.probes),
@@ -199,11 +206,15 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     import torch
 
     torch.set_num_threads(threads)
-    from recommender.backbones import load_backbone
-    from recommender.dataset import load_dataset
-    from recommender.features import resolve_device
-    from recommender.training import load_image_tensors
-    from recommender.validate import budget_for, default_hyperparameters, folder_split, run_setting
+    from heuristics import Hyperparameters
+    from recommender.data.dataset import load_dataset
+    from recommender.data.splits import split_from_folders
+    from recommender.data.tensors import load_image_tensors
+    from recommender.finetune.compare import default_hyperparameters
+    from recommender.finetune.runs import Budget, run_setting
+    from recommender.finetune.training import TrainingDiverged
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import resolve_device
 
     device = resolve_device(device)
     backbone = load_backbone(None, None)
@@ -214,26 +225,26 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         print(f"{name}: analysing {root / 'train'}", flush=True)
         analysis = analyse(root, device, backbone)
         append(results, {"kind": "analysis", "dataset": name, "analysis": analysis})
-    rec_hp = recommend_from(analysis).to_dict()["hyperparameters"]
-    budget = budget_for(rec_hp, epochs, size)
+    rec_hp = recommend_from(analysis).hyperparameters
+    budget = Budget.for_recommendation(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
-    split = folder_split(parts, GRID_SEED)
+    split = split_from_folders(parts, GRID_SEED)
     data = None
     base_row = {"kind": "run", "dataset": name, "budget": budget.to_dict(), "device": device,
                 "threads": threads, "n_train": int(split.train.size),
                 "n_val": int(split.val.size), "n_test": int(split.test.size)}
     settings = {"default": default_hyperparameters(rec_hp),
-                "scratch": scratch_hyperparameters(analysis),
+                "scratch": scratch_hyperparameters(analysis, rec_hp),
                 recommended_id(rec_hp): rec_hp}
     extra_ids = []
     for item in extra:  # the recommendation of the heuristics before a change, or candidates
         named = "hyperparameters" in item
-        hp = dict(item["hyperparameters"]) if named else dict(item)
+        hp = Hyperparameters.from_dict(item["hyperparameters"] if named else item)
         extra_ids.append(f"{item['name']}@{recommended_id(hp)[4:]}" if named
                          else recommended_id(hp))
         settings[extra_ids[-1]] = hp
 
-    def hp_of(setting: str) -> dict[str, Any]:
+    def hp_of(setting: str) -> Hyperparameters:
         return settings[setting] if setting in settings else \
             cell_hyperparameters(analysis, setting)
 
@@ -247,8 +258,6 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
             data = load_image_tensors([p for p, _ in split.samples],
                                       [c for _, c in split.samples], budget.image_size)
         hp = hp_of(setting)
-        from recommender.training import TrainingDiverged
-
         start = time.perf_counter()
         try:
             run = run_setting(hp, backbone, data, split, budget, seed=seed, device=device)
@@ -287,7 +296,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
 
 
 # The binary default is a grid cell: all transferred, L2 1e-4 everywhere, one lr 0.01. It is
-# run once, as "default" (recommender.validate.default_hyperparameters), and stands for it.
+# run once, as "default" (recommender.finetune.compare.default_hyperparameters), and stands for it.
 DEFAULT_CELL = cell_id(0, "l2", "one", 0.01)
 
 
@@ -338,7 +347,7 @@ def run_main(args: argparse.Namespace) -> int:
 
 def recommendations_main(args: argparse.Namespace) -> int:
     """The recommendation of the heuristics importable here, for every analysed dataset."""
-    out = {r["dataset"]: [plain_hp(recommend_from(r["analysis"]).to_dict()["hyperparameters"])]
+    out = {r["dataset"]: [plain_hp(recommend_from(r["analysis"]).hyperparameters)]
            for r in read_results(args.results) if r.get("kind") == "analysis"}
     args.out.write_text(json.dumps(out, indent=1, sort_keys=True), encoding="utf-8")
     print(f"{len(out)} recommendation(s) -> {args.out}")

@@ -144,7 +144,7 @@ def load(rows: Sequence[Mapping[str, Any]]) -> dict[str, Dataset]:
     out: dict[str, Dataset] = {}
     for r in rows:
         if r.get("kind") == "analysis" and r["dataset"] not in out:
-            rec_hp = t.recommend_from(r["analysis"]).to_dict()["hyperparameters"]
+            rec_hp = t.recommend_from(r["analysis"]).hyperparameters
             out[r["dataset"]] = Dataset(r["dataset"], r["analysis"], t.recommended_id(rec_hp),
                                         t.plain_hp(rec_hp), [])
     for r in rows:

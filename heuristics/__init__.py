@@ -2,8 +2,8 @@
 
 Plain Python (no numpy, torch, rich or typer)::
 
-    from heuristics import Block, parse_override, recommend
-    rec = recommend(
+    from heuristics import Block, advise, parse_override
+    rec = advise(
         {"linear_probe_accuracy": 0.80, "scratch_accuracy": 0.64},
         profile={"linear_probe_accuracy": [0.41, 0.55, 0.70, 0.80, 0.74]},
         blocks=[Block(f"stage{i}", (f"blocks.{i}",)) for i in range(5)],
@@ -15,13 +15,17 @@ Plain Python (no numpy, torch, rich or typer)::
 The rules are a declarative table (:data:`heuristics.rules.RULES`) evaluated in order by a
 small pure engine (:func:`heuristics.engine.evaluate`); every rule evaluated appears in the
 trace, every rule that fired in the reasons. A user override wins over every rule and is
-marked as such (confidence ``"user"``, rule ``"override"``).
+marked as such (confidence ``"user"``, rule ``"override"``). :func:`binary_default` is the
+common practice the recommendation improves on, as the same :class:`Hyperparameters` type;
+:meth:`Hyperparameters.from_dict` reads either back from JSON.
 """
 
+from heuristics.advisor import advise
+from heuristics.baseline import binary_default
 from heuristics.engine import OVERRIDE, Decision, Evaluation, evaluate
-from heuristics.overrides import DERIVED_ONLY, SETTINGS, parse_override
-from heuristics.recommend import recommend
-from heuristics.rules import DERIVED, HYPERPARAMETERS, MEASURE_BOUNDS, RULES
+from heuristics.overrides import DERIVED_ONLY, OVERRIDABLE, parse_override
+from heuristics.rules import DECIDED, DERIVED, MEASURE_BOUNDS, RULES
+from heuristics.rules.common import BINARY_LR, BINARY_MOMENTUM, BINARY_WEIGHT_DECAY
 from heuristics.types import (
     Block,
     Derived,
@@ -34,17 +38,17 @@ from heuristics.types import (
     TraceEntry,
 )
 
-OVERRIDABLE = tuple(SETTINGS)  # the hyperparameters parse_override and recommend accept
-
 __all__ = [
+    "BINARY_LR",
+    "BINARY_MOMENTUM",
+    "BINARY_WEIGHT_DECAY",
+    "DECIDED",
     "DERIVED",
     "DERIVED_ONLY",
-    "HYPERPARAMETERS",
     "MEASURE_BOUNDS",
     "OVERRIDABLE",
     "OVERRIDE",
     "RULES",
-    "SETTINGS",
     "Block",
     "Decision",
     "Derived",
@@ -56,7 +60,8 @@ __all__ = [
     "Recommendation",
     "Rule",
     "TraceEntry",
+    "advise",
+    "binary_default",
     "evaluate",
     "parse_override",
-    "recommend",
 ]

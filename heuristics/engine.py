@@ -1,7 +1,7 @@
 """The engine: evaluate a rule table, in order, over named inputs; return values and the trace.
 
 Pure: the same rules and inputs give the same :class:`Evaluation`; nothing is validated here
-(that is :mod:`heuristics.validation`'s job at the front door).
+(that is :mod:`heuristics.inputs`'s job at the front door).
 
 Semantics:
 

@@ -2,8 +2,9 @@
 
 :func:`parse_override` turns a CLI string (``"base_lr=0.003"``) into a typed ``(name, value)``;
 :func:`check_overrides` validates a mapping of them against the backbone's blocks at the front
-door of :func:`heuristics.recommend`, which sets them before any rule runs, so that the rules
-that depend on them (e.g. the group learning rates on ``base_lr``) follow.
+door of :func:`heuristics.advise`, which sets them before any rule runs, so that the rules
+that depend on them (e.g. the group learning rates on ``base_lr``) follow. :data:`OVERRIDABLE`
+names the hyperparameters a user may set, each with how its value is read.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ DECAY_KINDS = ("batchnorm", "bias")
 
 
 @dataclass(frozen=True)
-class Setting:
+class OverrideSpec:
     """How to read one overridable hyperparameter: ``convert(value)`` or ``ValueError``."""
 
     expected: str  # what a valid value looks like, for messages and help
@@ -33,7 +34,7 @@ class Setting:
 
 
 class _Bad(ValueError):
-    """A value that does not convert; the caller adds the setting's name and expectation."""
+    """A value that does not convert; the caller adds the hyperparameter's name and expectation."""
 
 
 def _integer(minimum: int) -> Callable[[Any], int]:
@@ -105,31 +106,32 @@ def _kinds(value: Any) -> tuple[str, ...]:
     return tuple(k for k in DECAY_KINDS if k in kinds)  # canonical order, no repeats
 
 
-_LR = Setting("a number > 0", _real(0.0, math.inf, lo_open=True))
-_WEIGHT = Setting("a number >= 0 (0 = off)", _real(0.0, math.inf))
+_LR = OverrideSpec("a number > 0", _real(0.0, math.inf, lo_open=True))
+_WEIGHT = OverrideSpec("a number >= 0 (0 = off)", _real(0.0, math.inf))
 
-# Every hyperparameter of heuristics.rules.HYPERPARAMETERS a user may set, in that order.
-SETTINGS: dict[str, Setting] = {
-    "reinit_top_blocks": Setting("an integer >= 0, below the number of blocks", _integer(0)),
-    "split_block": Setting("the name of a transferred block, or none", _block),
-    "optimizer": Setting(f"one of {', '.join(OPTIMIZERS)}", _choice(OPTIMIZERS)),
-    "momentum": Setting("a number in [0, 1)", _real(0.0, 1.0, hi_open=True)),
+# Every hyperparameter of heuristics.rules.DECIDED a user may set, in that order.
+OVERRIDABLE: Mapping[str, OverrideSpec] = FrozenMap({
+    "reinit_top_blocks": OverrideSpec("an integer >= 0, below the number of blocks",
+                                      _integer(0)),
+    "split_block": OverrideSpec("the name of a transferred block, or none", _block),
+    "optimizer": OverrideSpec(f"one of {', '.join(OPTIMIZERS)}", _choice(OPTIMIZERS)),
+    "momentum": OverrideSpec("a number in [0, 1)", _real(0.0, 1.0, hi_open=True)),
     "base_lr": _LR,
     "head_lr": _LR,
     "upper_lr": _LR,
     "lower_lr": _LR,
     "l2sp_weight": _WEIGHT,
     "l2_weight": _WEIGHT,
-    "exclude_from_decay": Setting(f"comma-separated kinds among {', '.join(DECAY_KINDS)}, or "
-                                  "none", _kinds),
-    "batch_size": Setting("an integer >= 1", _integer(1)),
-    "epochs": Setting("an integer >= 1", _integer(1)),
-    "schedule": Setting(f"one of {', '.join(SCHEDULES)}", _choice(SCHEDULES)),
-    "warmup_epochs": Setting("an integer >= 0", _integer(0)),
-    "lp_ft": Setting("true or false", _boolean),
-    "lp_epochs": Setting("an integer >= 0", _integer(0)),
-    "label_smoothing": Setting("a number in [0, 1)", _real(0.0, 1.0, hi_open=True)),
-}
+    "exclude_from_decay": OverrideSpec(f"comma-separated kinds among "
+                                       f"{', '.join(DECAY_KINDS)}, or none", _kinds),
+    "batch_size": OverrideSpec("an integer >= 1", _integer(1)),
+    "epochs": OverrideSpec("an integer >= 1", _integer(1)),
+    "schedule": OverrideSpec(f"one of {', '.join(SCHEDULES)}", _choice(SCHEDULES)),
+    "warmup_epochs": OverrideSpec("an integer >= 0", _integer(0)),
+    "lp_ft": OverrideSpec("true or false", _boolean),
+    "lp_epochs": OverrideSpec("an integer >= 0", _integer(0)),
+    "label_smoothing": OverrideSpec("a number in [0, 1)", _real(0.0, 1.0, hi_open=True)),
+})
 # Reported hyperparameters that follow from others and cannot be set themselves.
 DERIVED_ONLY = {
     "effective_lr": "base_lr and momentum (effective_lr = base_lr / (1 - momentum))",
@@ -141,7 +143,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     """``"name=value"`` -> ``(name, typed value)``, e.g. ``"lp_ft=true"`` -> ``("lp_ft", True)``.
 
     Names are case-insensitive and may use ``-`` for ``_``. Whether a block name or a number
-    of re-initialised blocks fits the backbone is checked by :func:`heuristics.recommend`.
+    of re-initialised blocks fits the backbone is checked by :func:`heuristics.advise`.
 
     Raises
     ------
@@ -161,17 +163,18 @@ def convert_override(name: str, value: Any) -> tuple[str, Any]:
     if name in DERIVED_ONLY:
         raise ValueError(f"{name} cannot be set: it follows from {DERIVED_ONLY[name]}; "
                          "set those instead")
-    if name not in SETTINGS:
-        raise ValueError(f"unknown hyperparameter {name!r}; valid names: {', '.join(SETTINGS)}")
-    setting = SETTINGS[name]
+    if name not in OVERRIDABLE:
+        raise ValueError(f"unknown hyperparameter {name!r}; valid names: "
+                         f"{', '.join(OVERRIDABLE)}")
+    spec = OVERRIDABLE[name]
     try:
-        return name, setting.convert(value)
+        return name, spec.convert(value)
     except _Bad:
-        raise ValueError(f"{name} must be {setting.expected}, got {value!r}") from None
+        raise ValueError(f"{name} must be {spec.expected}, got {value!r}") from None
 
 
 def check_overrides(overrides: Mapping[str, Any], block_names: Sequence[str]) -> FrozenMap:
-    """Validate user overrides against the backbone's blocks, in :data:`SETTINGS` order.
+    """Validate user overrides against the backbone's blocks, in :data:`OVERRIDABLE` order.
 
     Raises
     ------
@@ -201,4 +204,4 @@ def check_overrides(overrides: Mapping[str, Any], block_names: Sequence[str]) ->
             raise ValueError(f"split_block {split!r} would be re-initialised with "
                              f"reinit_top_blocks={reinit}; choose one of "
                              f"{', '.join(block_names[:top + 1])}")
-    return FrozenMap({name: typed[name] for name in SETTINGS if name in typed})
+    return FrozenMap({name: typed[name] for name in OVERRIDABLE if name in typed})

@@ -1,9 +1,9 @@
 """The shape of a per-block profile: where target separability peaks, and how far the top falls;
 where the domain shift jumps.
 
-Yosinski et al. (NeurIPS 2014) found early-layer features general and top ones source-specific;
-measures.md suggests reading the depth at which separability stops rising, or the domain
-distance jumps, as the point where transferred layers stop helping. :class:`ProfileShape`
+Yosinski et al. (NeurIPS 2014) found early-layer features general and top ones source-specific,
+so the depth at which separability stops rising, or the domain distance jumps, reads as the
+point where transferred layers stop helping. :class:`ProfileShape`
 (separability, higher is better) and :class:`ShiftJump` (a distance, lower is closer) summarise
 a bottom-up profile for the re-initialisation rules; their fields are what the reasons print.
 """

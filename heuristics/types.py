@@ -8,7 +8,7 @@ Floats are kept exact: formatting for people is the report's job.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Literal
 
 Confidence = Literal["low", "medium", "high", "user"]
@@ -214,10 +214,23 @@ class LrGroup(_ToDict):
     penalty: str
     rest: bool = False
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LrGroup:
+        """The group ``to_dict()`` wrote (lists for tuples); see :meth:`Hyperparameters.from_dict`.
+
+        Raises
+        ------
+        ValueError
+            A missing or unknown key (the message names it).
+        """
+        values = _known_keys(cls, d, "an lr_groups entry")
+        return cls(**{**values, "blocks": tuple(values["blocks"]),
+                      "modules": tuple(values["modules"])})
+
 
 @dataclass(frozen=True)
 class Hyperparameters(_ToDict):
-    """The recommended fine-tuning settings (see :func:`heuristics.recommend`).
+    """The recommended fine-tuning hyperparameters (see :func:`heuristics.advise`).
 
     ``lr_groups`` carry ``head_lr``, ``upper_lr`` and ``lower_lr`` and each group's penalty;
     ``l2sp_modules`` and ``l2_modules`` list the modules of the groups under each (a ``rest``
@@ -247,6 +260,50 @@ class Hyperparameters(_ToDict):
     lp_ft: bool
     lp_epochs: int
     label_smoothing: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Hyperparameters:
+        """The hyperparameters ``to_dict()`` wrote: the one way back from JSON.
+
+        ``Hyperparameters.from_dict(hp.to_dict()) == hp``: lists become tuples again and
+        ``lr_groups`` entries :class:`LrGroup` objects. Values are not checked otherwise.
+
+        Parameters
+        ----------
+        d : mapping
+            The ``hyperparameters`` object of a recommendation's JSON document.
+
+        Raises
+        ------
+        ValueError
+            A missing or unknown key, at the top or in an ``lr_groups`` entry (the message
+            names them).
+        """
+        values = _known_keys(cls, d, "hyperparameters")
+        for name in _TUPLE_FIELDS:
+            values[name] = tuple(values[name])
+        values["lr_groups"] = tuple(LrGroup.from_dict(g) for g in values["lr_groups"])
+        return cls(**values)
+
+
+_TUPLE_FIELDS = ("reinit_modules", "l2sp_modules", "l2_modules", "exclude_from_decay")
+
+
+def _known_keys(cls: type, d: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``d`` as a dict, if its keys are exactly ``cls``'s fields (those with a default optional)."""
+    if not isinstance(d, Mapping):
+        raise TypeError(f"{what} must be a mapping (a JSON object), got {type(d).__name__}")
+    every = [f.name for f in fields(cls)]
+    required = [f.name for f in fields(cls) if f.default is MISSING]
+    missing = [name for name in required if name not in d]
+    unknown = [str(name) for name in d if name not in every]
+    if missing or unknown:
+        found = "; ".join(part for part in (
+            f"missing {', '.join(missing)}" if missing else "",
+            f"unknown {', '.join(unknown)}" if unknown else "") if part)
+        raise ValueError(f"{what}: {found}; pass the `hyperparameters` object of the JSON "
+                         f"document nbtl-recommend wrote")
+    return dict(d)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,14 @@ The Python API::
     result.to_dict()          # the JSON document of ``nbtl-recommend --json``
     applied = recommender.apply_recommendation(model, result, num_classes=10)
 
+The sub-packages: :mod:`recommender.data` (dataset scan, image decoding, data splits),
+:mod:`recommender.models` (backbones, layer-wise features, BatchNorm statistics) and
+:mod:`recommender.finetune` (training loop, applying a recommendation, runs, the comparison
+with the binary default, the search, the scratch training); :mod:`recommender.config` holds
+the run's options, :mod:`recommender.analysis` the probes per block, and
+:mod:`recommender.pipeline` ties them together for :mod:`recommender.cli` and
+:mod:`recommender.report`.
+
 Attributes are imported on first use, so ``import recommender`` stays light (no torch).
 """
 
@@ -21,15 +29,19 @@ _EXPORTS = {
     "recommend": "recommender.pipeline",
     "Result": "recommender.pipeline",
     "SCHEMA_VERSION": "recommender.pipeline",
-    "load_dataset": "recommender.dataset",
-    "Dataset": "recommender.dataset",
-    "load_backbone": "recommender.backbones",
-    "extract_features": "recommender.features",
-    "apply_recommendation": "recommender.apply",
-    "binary_default": "recommender.apply",
-    "Applied": "recommender.apply",
-    "ApplyError": "recommender.apply",
-    "L2SPRegulariser": "recommender.apply",
+    "Options": "recommender.config",
+    "ValidationOptions": "recommender.config",
+    "SearchOptions": "recommender.config",
+    "load_dataset": "recommender.data.dataset",
+    "Dataset": "recommender.data.dataset",
+    "load_backbone": "recommender.models.backbones",
+    "extract_features": "recommender.models.features",
+    "apply_recommendation": "recommender.finetune.apply",
+    "Applied": "recommender.finetune.apply",
+    "ApplyError": "recommender.finetune.apply",
+    "L2SPRegulariser": "recommender.finetune.apply",
+    "binary_default": "heuristics",
+    "Hyperparameters": "heuristics",
     "NbtlError": "recommender.errors",
     "DatasetError": "recommender.errors",
     "ModelUnavailableError": "recommender.errors",

@@ -13,9 +13,11 @@ import typer
 
 import heuristics
 from recommender import report
+from recommender.config import SCRATCH_EPOCHS, VALIDATE_MEASURED, Options, ValidationOptions
 from recommender.errors import EXIT_USAGE, NbtlError, UsageError
-from recommender.scratch import SCRATCH_EPOCHS
-from recommender.validate import VALIDATE_EPOCHS, VALIDATE_IMAGE_SIZE, VALIDATE_SEEDS
+
+_OPTIONS = Options()  # the defaults, shown in --help
+_VALIDATION = ValidationOptions()
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 
@@ -43,8 +45,9 @@ def recommend_command(
         "--image-size", help="Input resolution in pixels (default: the model's own).")] = None,
     max_per_class: Annotated[int | None, typer.Option(
         "--max-per-class", help="Use at most N images per class, sampled with --seed.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = _OPTIONS.seed,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
+        = _OPTIONS.batch_size,
     workers: Annotated[int | None, typer.Option(
         "--workers", help="DataLoader worker processes (default: min(4, CPU count)).")] = None,
     device: Annotated[Device, typer.Option("--device", help="Where to run the backbone.")]
@@ -63,15 +66,14 @@ def recommend_command(
         "--validate", help="Fine-tune the recommendation and the binary default (all layers "
                            "transferred, one lr, L2) with the same budget and seeds on a "
                            "train/validation/test split (or your train/, val/, test/ folders) "
-                           "and report test accuracy; 12.5 min measured on 2 CPU cores for "
-                           "10 classes x 50 images.")] = False,
+                           f"and report test accuracy; {VALIDATE_MEASURED}.")] = False,
     validate_seeds: Annotated[int, typer.Option(
-        "--validate-seeds", help="Seeds per setting for --validate.")] = VALIDATE_SEEDS,
+        "--validate-seeds", help="Seeds per setting for --validate.")] = _VALIDATION.seeds,
     validate_epochs: Annotated[int, typer.Option(
-        "--validate-epochs", help="Epochs of each --validate run.")] = VALIDATE_EPOCHS,
+        "--validate-epochs", help="Epochs of each --validate run.")] = _VALIDATION.epochs,
     validate_size: Annotated[int, typer.Option(
         "--validate-size", help="Image size in pixels for --validate runs.")]
-        = VALIDATE_IMAGE_SIZE,
+        = _VALIDATION.image_size,
     search: Annotated[int, typer.Option(
         "--search", metavar="N",
         help="Also try N settings within the recommendation's ranges, starting from it "
@@ -84,7 +86,7 @@ def recommend_command(
         "--set", metavar="NAME=VALUE",
         help="Override a recommended hyperparameter (repeatable), e.g. --set base_lr=0.003; "
              "the value wins over every rule and is marked as yours. Names: "
-             + ", ".join(heuristics.SETTINGS) + ".")] = None,
+             + ", ".join(heuristics.OVERRIDABLE) + ".")] = None,
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the result as JSON to this file, or '-' for stdout "
                        "(the report then goes to stderr).")] = None,
@@ -112,6 +114,13 @@ def recommend_command(
     if path is None:
         raise UsageError("Missing the dataset PATH.", "Usage: nbtl-recommend PATH [OPTIONS]")
     overrides = _parse_overrides(set_values or [])
+    options = Options.from_kwargs(
+        labels_csv=labels, model=model, weights=weights, image_size=image_size,
+        max_per_class=max_per_class, seed=seed, batch_size=batch_size, workers=workers,
+        device=device.value, use_cache=not no_cache, offline=offline, scratch=scratch,
+        scratch_epochs=scratch_epochs, overrides=overrides, validate=validate,
+        validate_seeds=validate_seeds, validate_epochs=validate_epochs,
+        validate_size=validate_size, search=search, search_db=search_db)
     from recommender.pipeline import recommend
 
     json_to_stdout = json_out == "-"
@@ -122,27 +131,7 @@ def recommend_command(
     if search_db is not None:
         _refuse_inside(search_db, path, "--search-db")
     result = recommend(
-        path,
-        labels_csv=labels,
-        model=model,
-        weights=weights,
-        image_size=image_size,
-        max_per_class=max_per_class,
-        seed=seed,
-        batch_size=batch_size,
-        workers=workers,
-        device=device.value,
-        use_cache=not no_cache,
-        offline=offline,
-        scratch=scratch,
-        scratch_epochs=scratch_epochs,
-        overrides=overrides,
-        validate=validate,
-        validate_seeds=validate_seeds,
-        validate_epochs=validate_epochs,
-        validate_size=validate_size,
-        search=search,
-        search_db=search_db,
+        path, options,
         on_stage=None if quiet else report.stage_printer(err),
         progress=None if quiet else report.progress_factory(err),
     )

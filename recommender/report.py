@@ -14,6 +14,8 @@ from rich.text import Text
 
 import probes
 from probes import Measurement
+from recommender.config import VALIDATE_MEASURED
+from recommender.data.splits import SPLIT_FRACTIONS
 from recommender.errors import NbtlError
 
 if TYPE_CHECKING:
@@ -125,8 +127,9 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
                       out: Console) -> None:
     split, budget = val["split"], val["budget"]
     out.print()
+    fractions = "/".join(f"{100 * f:.0f}" for f in SPLIT_FRACTIONS)
     where = ("your train/val/test folders" if split["source"] == "folders"
-             else "a stratified 60/20/20 split")
+             else f"a stratified {fractions} split")
     out.print(Text("Validation: fine-tuned, same budget and seeds", style="bold"),
               Text(f"({where}: {split['n_train']} train, {split['n_val']} validation, "
                    f"{split['n_test']} test images; the probes saw the training images only)",
@@ -138,7 +141,7 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
         f"{budget['label_smoothing']:g}, {budget['schedule']} schedule with "
         f"{budget['warmup_fraction']:.0%} warm-up, {precision}; seeds "
         f"{', '.join(map(str, val['seeds']))}. The budget is reduced so that validation runs "
-        "in minutes on a CPU (12.5 min measured for 10 classes x 50 images on 2 cores): it tests "
+        f"in minutes on a CPU ({VALIDATE_MEASURED}): it tests "
         "the settings' direction, not their final accuracy; raise it with --validate-epochs "
         "and --validate-size.", style="dim"), overflow="fold")
     table = Table(title="Test accuracy (%)", title_justify="left")
@@ -174,8 +177,6 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
             (f" ± {100 * s:.1f}" if s is not None else "", "")))
     search = val.get("search")
     if search:
-        from recommender.search import describe
-
         trials = Table(title=f"Search: {len(search['trials'])} trials ({search['sampler']}; "
                              f"scored on {search['objective']})", title_justify="left")
         for column in ("trial", "settings tried", "validation", "test"):
@@ -183,7 +184,7 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
                               justify="right" if column in ("validation", "test") else "left")
         for trial in search["trials"]:
             mark = " *" if trial["number"] == search["best_trial"] else ""
-            label = "recommended" if trial is search["trials"][0] else describe(
+            label = "recommended" if trial is search["trials"][0] else _describe(
                 trial["overrides"])
             trials.add_row(f"{trial['number']}{mark}", label, _pct(trial["val_accuracy"]),
                            _pct(trial["test_accuracy"]))
@@ -375,3 +376,13 @@ def _fmt_range(span: Any) -> str:
     if numeric and len(span) == 2:
         return f"{_fmt_value(span[0])} – {_fmt_value(span[1])}"
     return ", ".join(_fmt_value(v) for v in span)
+
+
+def _describe(params: Mapping[str, Any]) -> str:
+    """A search trial's values, e.g. ``base_lr=0.003, lp_ft=True``."""
+    parts = []
+    for key, value in params.items():
+        if isinstance(value, float):
+            value = f"{value:.3g}" if value and math.isfinite(value) else value
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)

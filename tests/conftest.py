@@ -30,6 +30,6 @@ def sample_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def backbone(private_cache):
-    from recommender.backbones import load_backbone
+    from recommender.models.backbones import load_backbone
 
     return load_backbone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,11 +12,11 @@ from torch import nn
 from torch.nn import functional as F
 
 import heuristics
-from recommender.apply import (
+from heuristics import Hyperparameters, LrGroup, binary_default
+from recommender.finetune.apply import (
     ApplyError,
     L2SPRegulariser,
     apply_recommendation,
-    binary_default,
     hyperparameters_of,
 )
 
@@ -29,7 +30,7 @@ def pretrained(backbone):
 
 
 def recommendation(backbone, **overrides):
-    return heuristics.recommend(
+    return heuristics.advise(
         MEASURES, blocks=backbone.blocks, head_modules=backbone.head_modules, num_images=500,
         num_classes=10, overrides=overrides)
 
@@ -47,7 +48,7 @@ def test_exactly_the_top_blocks_and_the_head_are_reinitialised(pretrained, use_i
     model = copy.deepcopy(pretrained.model)
     before = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     before = {k: v.detach().clone() for k, v in before.items()}
-    init = pretrained.random_init() if use_init_model else None
+    init = pretrained.untrained_model() if use_init_model else None
     applied = apply_recommendation(model, rec, num_classes=7, seed=3, init_model=init)
     after = {**dict(model.named_parameters()), **dict(model.named_buffers())}
 
@@ -156,14 +157,12 @@ def test_plain_pytorch_loop_with_a_custom_model():
     model.add_module("body", nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU()))
     model.add_module("top", nn.Sequential(nn.Linear(16, 16), nn.ReLU()))
     model.add_module("fc", nn.Linear(16, 5))
-    hp = {"reinit_modules": ["top"], "base_lr": 0.05, "optimizer": "sgd_nesterov",
-          "momentum": 0.9, "l2sp_weight": 0.1, "l2_weight": 0.01,
-          "exclude_from_decay": ["batchnorm"],
-          "lr_groups": [{"name": "head", "lr": 0.1, "modules": ["fc", "top"], "penalty": "l2"},
-                        {"name": "lower", "lr": 0.01, "modules": ["body"], "penalty": "l2sp"}]}
+    hp = replace(binary_default(head_modules=("fc", "top"), lr=0.05, weight_decay=0.01),
+                 reinit_modules=("top",), l2sp_weight=0.1, exclude_from_decay=("batchnorm",),
+                 lr_groups=(LrGroup("head", 0.1, (), ("fc", "top"), "l2"),
+                            LrGroup("lower", 0.01, (), ("body",), "l2sp")))
     body = model.body[0].weight.detach().clone()
-    applied = apply_recommendation(model, {"recommendation": {"hyperparameters": hp}},
-                                   num_classes=3)
+    applied = apply_recommendation(model, hp, num_classes=3)
     assert model.fc.out_features == 3
     assert torch.equal(model.body[0].weight, body)
     assert set(applied.regulariser.l2sp_names) == {"body.0.weight", "body.0.bias"}
@@ -179,24 +178,31 @@ def test_plain_pytorch_loop_with_a_custom_model():
     assert losses[-1] < losses[0]
 
 
-def test_recommendation_forms_are_all_accepted(pretrained, tmp_path):
+def test_a_recommendation_and_its_hyperparameters_are_accepted(pretrained):
     rec = recommendation(pretrained)
-    doc = {"schema_version": "1.1", "recommendation": rec.to_dict()}
+    for form in (rec, rec.hyperparameters):
+        assert hyperparameters_of(form) is rec.hyperparameters
+
+
+def test_a_json_document_is_read_through_from_dict(pretrained, tmp_path):
+    rec = recommendation(pretrained)
     path = tmp_path / "out.json"
-    path.write_text(json.dumps(doc))
-    expected = rec.hyperparameters.to_dict()
-    for form in (rec, rec.to_dict(), json.loads(path.read_text()), expected):
-        assert hyperparameters_of(form)["lr_groups"] == json.loads(
-            json.dumps(expected["lr_groups"]))
-    with pytest.raises(ApplyError, match="lacks"):
-        hyperparameters_of({"hyperparameters": {"epochs": 3}})
+    path.write_text(json.dumps({"schema_version": "1.1", "recommendation": rec.to_dict()}))
+    document = json.loads(path.read_text())
+    with pytest.raises(ApplyError, match="from_dict"):
+        hyperparameters_of(document)
+    hp = Hyperparameters.from_dict(document["recommendation"]["hyperparameters"])
+    assert hp == rec.hyperparameters
+    model = copy.deepcopy(pretrained.model)
+    assert apply_recommendation(model, hp, num_classes=3).groups
 
 
 def test_a_recommendation_for_another_model_is_refused(pretrained):
     model = nn.Sequential(nn.Linear(4, 4))
     with pytest.raises(ApplyError, match="does not have"):
         apply_recommendation(model, recommendation(pretrained))
-    hp = {"base_lr": 0.1, "lr_groups": [{"name": "head", "lr": 0.1, "modules": ["0"]}]}
+    only_head = binary_default(head_modules=("0",))
+    hp = replace(only_head, lr_groups=only_head.lr_groups[:1])  # no group for the rest
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     with pytest.raises(ApplyError, match="in no group"):
         apply_recommendation(model, hp)
@@ -204,7 +210,7 @@ def test_a_recommendation_for_another_model_is_refused(pretrained):
 
 def test_binary_default_is_one_lr_and_l2_on_everything(pretrained):
     model = copy.deepcopy(pretrained.model)
-    applied = apply_recommendation(model, binary_default(0.01, 1e-4), num_classes=6)
+    applied = apply_recommendation(model, binary_default(), num_classes=6)
     assert {g["lr"] for g in applied.param_groups()} == {0.01}
     reg = applied.regulariser
     assert not reg.l2sp_names

@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from recommender.backbones import (
+from recommender.errors import ModelUnavailableError, UsageError
+from recommender.models.backbones import (
     DEFAULT_MODEL,
     convert_efficientnet_pytorch,
     feature_blocks,
     load_backbone,
     read_state_dict,
 )
-from recommender.errors import ModelUnavailableError, UsageError
 
 skimage_data = pytest.importorskip("skimage.data")
 

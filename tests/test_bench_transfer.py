@@ -36,7 +36,7 @@ def test_grid_covers_the_papers_axes_and_holds_the_default():
                                      "r3-l2sp_all-groups-0.01", "r2-l2sp_all-one-0.03"])
 def test_cell_hyperparameters(setting):
     c = t.parse_cell(setting)
-    hp = t.cell_hyperparameters(ANALYSIS, setting)
+    hp = t.cell_hyperparameters(ANALYSIS, setting).to_dict()
     groups = {g["name"]: g for g in hp["lr_groups"]}
     reinit = [m for _, mods in LITE0_BLOCKS[len(LITE0_BLOCKS) - c["reinit"]:] for m in mods]
     assert hp["reinit_top_blocks"] == c["reinit"]
@@ -57,7 +57,7 @@ def test_cell_hyperparameters(setting):
 
 
 def test_scratch_reinitialises_every_block():
-    hp = t.scratch_hyperparameters(ANALYSIS)
+    hp = t.scratch_hyperparameters(ANALYSIS).to_dict()
     assert hp["reinit_modules"] == [m for _, mods in LITE0_BLOCKS for m in mods]
     assert [g["name"] for g in hp["lr_groups"]] == ["head", "rest"]
 
@@ -101,7 +101,7 @@ def _rows(rec_id: str, rec_hp: dict, accuracy) -> list[dict]:
                                                                      "scratch"]
     for s in settings:
         for seed in (t.GRID_SEED, *t.CONFIRM_SEEDS):
-            hp = rec_hp if s == rec_id else (t.cell_hyperparameters(ANALYSIS, s)
+            hp = rec_hp if s == rec_id else (t.cell_hyperparameters(ANALYSIS, s).to_dict()
                                              if t.parse_cell(s) else {})
             rows.append({**base, "setting": s, "seed": seed, "val": accuracy(s, seed),
                          "test": accuracy(s, seed), "hyperparameters": hp})
@@ -109,8 +109,8 @@ def _rows(rec_id: str, rec_hp: dict, accuracy) -> list[dict]:
 
 
 def test_report_end_to_end_on_synthetic_results(tmp_path):
-    rec_hp = t.plain_hp(t.recommend_from(ANALYSIS).to_dict()["hyperparameters"])
-    rec_id = t.recommended_id(rec_hp)
+    hp = t.recommend_from(ANALYSIS).hyperparameters
+    rec_hp, rec_id = t.plain_hp(hp), t.recommended_id(hp)
     best_cell = "r1-l2sp_lower-groups-0.01"
 
     def accuracy(setting, seed):
@@ -142,8 +142,8 @@ def test_report_end_to_end_on_synthetic_results(tmp_path):
 
 
 def test_incomplete_dataset_is_reported_as_pending():
-    rec_hp = t.plain_hp(t.recommend_from(ANALYSIS).to_dict()["hyperparameters"])
-    rows = [r for r in _rows(t.recommended_id(rec_hp), rec_hp, lambda s, k: 0.5)
+    hp = t.recommend_from(ANALYSIS).hyperparameters
+    rows = [r for r in _rows(t.recommended_id(hp), t.plain_hp(hp), lambda s, k: 0.5)
             if r.get("seed") in (None, t.GRID_SEED)]
     datasets = rep.load(rows)
     assert not datasets["toy"].complete
@@ -183,9 +183,9 @@ def test_tiny_real_run_is_resumable(tmp_path, monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("a finished run was trained again")
 
-    import recommender.validate
+    import recommender.finetune.runs
 
-    monkeypatch.setattr(recommender.validate, "run_setting", refuse)
+    monkeypatch.setattr(recommender.finetune.runs, "run_setting", refuse)
     assert t.main(args) == 0
     assert len(t.read_results(results)) == len(rows)
     page = tmp_path / "bench.md"
@@ -196,8 +196,8 @@ def test_tiny_real_run_is_resumable(tmp_path, monkeypatch):
 
 
 def test_a_dataset_without_its_grid_still_reports_the_gain():
-    rec_hp = t.plain_hp(t.recommend_from(ANALYSIS).to_dict()["hyperparameters"])
-    rec_id = t.recommended_id(rec_hp)
+    hp = t.recommend_from(ANALYSIS).hyperparameters
+    rec_hp, rec_id = t.plain_hp(hp), t.recommended_id(hp)
     rows = [r for r in _rows(rec_id, rec_hp, lambda s, k: {"default": 0.6, rec_id: 0.7}
                              .get(s, 0.5) + 0.01 * k)
             if r["kind"] == "analysis" or r["setting"] in ("default", rec_id)]

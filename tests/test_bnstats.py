@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from heuristics import Block
-from recommender.bnstats import BatchNormRecorder
+from recommender.models.bnstats import BatchNormRecorder
 
 
 def _net() -> nn.Sequential:
@@ -66,7 +66,7 @@ def test_the_hooks_are_removed_afterwards():
 
 
 def test_the_default_backbone_has_statistics_at_every_block(backbone, sample_dir):
-    from recommender.features import extract_features
+    from recommender.models.features import extract_features
 
     paths = sorted(sample_dir.glob("*/*.png"))[::40]
     features = extract_features(paths, backbone, batch_size=2, workers=0, use_cache=False)

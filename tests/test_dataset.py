@@ -1,4 +1,4 @@
-"""Specification of recommender.dataset.load_dataset: what is kept, what is left out and why."""
+"""Specification of recommender.data.dataset.load_dataset: what is kept, what is left out, why."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import recommender.dataset as dataset_module
-from recommender.dataset import Dataset, SkippedFile, load_dataset
+import recommender.data.dataset as dataset_module
+from recommender.data.dataset import Dataset, SkippedFile, load_dataset
 from recommender.errors import DatasetError, UsageError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "fashion-mnist-sample"

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from recommender.features import cache_key, extract_features
+from recommender.models.features import cache_key, extract_features
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def test_one_feature_matrix_per_block_with_the_blocks_width(features, few_paths,
     assert all(f.dtype == np.float32 for f in features.pretrained)
 
 
-def test_random_init_twin_has_the_same_shapes_and_different_values(features):
-    for pre, rnd in zip(features.pretrained, features.random_init):
+def test_untrained_twin_has_the_same_shapes_and_different_values(features):
+    for pre, rnd in zip(features.pretrained, features.random_features):
         assert pre.shape == rnd.shape
         assert not np.allclose(pre, rnd)
         assert np.isfinite(rnd).all()
@@ -50,7 +50,7 @@ def test_penultimate_features_match_the_models_own_pre_logits(features, few_path
     import torch
     from timm.data import create_transform
 
-    from recommender.images import open_rgb
+    from recommender.data.images import open_rgb
 
     transform = create_transform(**backbone.data_config)
     x = torch.stack([transform(open_rgb(p)) for p in few_paths[:2]])
@@ -91,7 +91,7 @@ def test_cache_key_changes_when_an_image_file_changes(few_paths, backbone, tmp_p
 
 
 def test_cache_key_depends_on_the_preprocessing(few_paths, backbone):
-    from recommender.backbones import load_backbone
+    from recommender.models.backbones import load_backbone
 
     assert cache_key(few_paths, backbone) != cache_key(few_paths, load_backbone(image_size=128))
 
@@ -126,7 +126,7 @@ def test_cuda_without_a_gpu_is_a_usage_error(monkeypatch):
     import torch
 
     from recommender.errors import UsageError
-    from recommender.features import resolve_device
+    from recommender.models.features import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu"

@@ -11,14 +11,14 @@ from collections import namedtuple
 import pytest
 
 from heuristics import (
+    DECIDED,
     DERIVED,
-    HYPERPARAMETERS,
     MEASURE_BOUNDS,
     OVERRIDABLE,
     RULES,
     Block,
     Rule,
-    recommend,
+    advise,
 )
 from heuristics.rules.groups import FAR_ELR, HEAD_LR_CAP, LOWER_LR_FACTOR
 from heuristics.rules.lr import DEFAULT_LR, MOMENTUM
@@ -41,10 +41,10 @@ PEAKED = [0.30, 0.42, 0.51, 0.60, 0.64, 0.60]  # peaks at stage5, neck 0.04 lowe
 RISING = [0.30, 0.42, 0.51, 0.58, 0.60, 0.62]
 EARLY_PEAK = [0.50, 0.80, 0.70, 0.60, 0.55, 0.50]  # 4 blocks above the peak
 
-# The paper's measure of fit, scratch minus linear probe (points; paper.md), with each
-# dataset's training-set size: a complete, realistic input for the generic tests below (the
-# paper's evidence itself is specified in test_heuristics_paper.py). The probe is 0.60 so that
-# probe + gap stays a fraction.
+# The paper's measure of fit, scratch minus linear probe (points; Plested, Shen, Gedeon 2021,
+# arXiv 2107.08585), with each dataset's training-set size: a complete, realistic input for the
+# generic tests below (the paper's evidence itself is specified in test_heuristics_paper.py).
+# The probe is 0.60 so that probe + gap stays a fraction.
 PROBE = 0.60
 PAPER = {
     "caltech256_30": {"gap": -0.162, "num_images": 30 * 257, "num_classes": 257},
@@ -56,7 +56,7 @@ PAPER = {
 
 def paper_dataset(name: str):
     facts = PAPER[name]
-    return recommend(
+    return advise(
         {"linear_probe_accuracy": PROBE, "scratch_accuracy": PROBE + facts["gap"]},
         profile={"linear_probe_accuracy": PEAKED},
         blocks=BLOCKS, head_modules=HEAD,
@@ -65,8 +65,8 @@ def paper_dataset(name: str):
 
 
 def with_profile(values, measures=None, **kwargs):
-    return recommend(measures or {}, profile={"linear_probe_accuracy": values},
-                     blocks=BLOCKS, head_modules=HEAD, **kwargs)
+    return advise(measures or {}, profile={"linear_probe_accuracy": values},
+                  blocks=BLOCKS, head_modules=HEAD, **kwargs)
 
 
 def fired(rec) -> set[str]:
@@ -85,7 +85,7 @@ def reason(rec, rule_id: str):
 
 
 def test_pretraining_gain_stands_in_for_scratch_and_says_so():
-    rec = recommend({"pretraining_gain": 0.25})
+    rec = advise({"pretraining_gain": 0.25})
     assert rec.hyperparameters.l2sp_weight == L2SP_WEIGHT
     text = reason(rec, "fit.pretraining_gain_high").text
     assert "stands in" in text
@@ -93,14 +93,14 @@ def test_pretraining_gain_stands_in_for_scratch_and_says_so():
 
 
 def test_low_pretraining_gain_means_plain_l2():
-    rec = recommend({"pretraining_gain": 0.03})
+    rec = advise({"pretraining_gain": 0.03})
     assert rec.hyperparameters.l2sp_weight == 0.0
     assert "fit.pretraining_gain_low" in fired(rec)
 
 
 def test_scratch_gap_takes_precedence_over_pretraining_gain():
-    rec = recommend({"linear_probe_accuracy": 0.5, "scratch_accuracy": 0.7,
-                     "pretraining_gain": 0.4})
+    rec = advise({"linear_probe_accuracy": 0.5, "scratch_accuracy": 0.7,
+                  "pretraining_gain": 0.4})
     assert rec.hyperparameters.l2sp_weight == 0.0
     why = {t.rule: t.why for t in rec.trace}
     assert why["fit.pretraining_gain_high"] == (
@@ -108,7 +108,7 @@ def test_scratch_gap_takes_precedence_over_pretraining_gain():
 
 
 def test_equal_scratch_and_probe_counts_as_a_fit():
-    rec = recommend({"linear_probe_accuracy": 0.7, "scratch_accuracy": 0.7})
+    rec = advise({"linear_probe_accuracy": 0.7, "scratch_accuracy": 0.7})
     assert rec.hyperparameters.l2sp_weight == L2SP_WEIGHT
 
 
@@ -146,16 +146,16 @@ def test_blocks_within_tolerance_of_the_peak_are_kept():
 
 
 def test_logme_profile_is_used_when_the_accuracy_profile_is_missing():
-    rec = recommend({}, profile={"logme": [-0.5, 0.2, 0.9, 1.2, 0.8, 0.5]},
-                    blocks=BLOCKS, head_modules=HEAD)
+    rec = advise({}, profile={"logme": [-0.5, 0.2, 0.9, 1.2, 0.8, 0.5]},
+                 blocks=BLOCKS, head_modules=HEAD)
     assert rec.hyperparameters.reinit_top_blocks == 2
     assert "reinit.logme_peaks_below_top" in fired(rec)
 
 
 def test_accuracy_profile_takes_precedence_over_logme():
-    rec = recommend({}, profile={"linear_probe_accuracy": RISING,
-                                 "logme": [-0.5, 0.2, 0.9, 1.2, 0.8, 0.5]},
-                    blocks=BLOCKS, head_modules=HEAD)
+    rec = advise({}, profile={"linear_probe_accuracy": RISING,
+                              "logme": [-0.5, 0.2, 0.9, 1.2, 0.8, 0.5]},
+                 blocks=BLOCKS, head_modules=HEAD)
     assert rec.hyperparameters.reinit_top_blocks == 0
     assert "reinit.logme_peaks_below_top" not in fired(rec)
 
@@ -189,7 +189,7 @@ def test_never_reinitialises_every_block_even_when_a_rule_asks_for_it():
                   condition=lambda v: True, effect=lambda v: 99,
                   reason="Re-initialise everything.", source="a test")
     two = BLOCKS[:2]
-    rec = recommend({}, blocks=two, head_modules=HEAD, rules=(greedy, *RULES))
+    rec = advise({}, blocks=two, head_modules=HEAD, rules=(greedy, *RULES))
     assert rec.hyperparameters.reinit_top_blocks == len(two) - 1
     assert "reinit.keep_bottom_block" in fired(rec)
 
@@ -203,7 +203,7 @@ def test_never_reinitialises_every_block_even_when_a_rule_asks_for_it():
     (0.30, (1e-1, 1.0)),  # 0.222: distant
 ])
 def test_lr_decade_follows_the_chance_normalised_probe_accuracy(accuracy, decade):
-    rec = recommend({"linear_probe_accuracy": accuracy}, num_classes=10)
+    rec = advise({"linear_probe_accuracy": accuracy}, num_classes=10)
     elr = rec.hyperparameters.base_lr / (1 - MOMENTUM)
     assert decade[0] < elr < decade[1]
     lo, hi = rec.details["base_lr"].range
@@ -212,15 +212,15 @@ def test_lr_decade_follows_the_chance_normalised_probe_accuracy(accuracy, decade
 
 
 def test_lr_stand_in_needs_num_classes():
-    rec = recommend({"linear_probe_accuracy": 0.9})
+    rec = advise({"linear_probe_accuracy": 0.9})
     assert rec.hyperparameters.base_lr == DEFAULT_LR
     why = {t.rule: t.why for t in rec.trace}
     assert why["lr.similar_domain"] == "needs chance_normalised_accuracy: num_classes missing"
 
 
 def test_group_lrs_are_discriminative():
-    rec = recommend({"linear_probe_accuracy": 0.75}, blocks=BLOCKS, head_modules=HEAD,
-                    num_classes=10)
+    rec = advise({"linear_probe_accuracy": 0.75}, blocks=BLOCKS, head_modules=HEAD,
+                 num_classes=10)
     base = rec.hyperparameters.base_lr
     g = groups(rec)
     assert g["upper"].lr == base
@@ -230,8 +230,8 @@ def test_group_lrs_are_discriminative():
 
 def test_head_lr_is_capped():
     # base 0.03 at momentum 0.5: ELR 0.06, below the far-domain decade, and 10x base > cap
-    rec = recommend({"linear_probe_accuracy": 0.95}, blocks=BLOCKS, head_modules=HEAD,
-                    num_classes=10, overrides={"base_lr": 0.03, "momentum": 0.5})
+    rec = advise({"linear_probe_accuracy": 0.95}, blocks=BLOCKS, head_modules=HEAD,
+                 num_classes=10, overrides={"base_lr": 0.03, "momentum": 0.5})
     assert rec.hyperparameters.base_lr * 10 > HEAD_LR_CAP
     assert rec.hyperparameters.effective_lr < FAR_ELR
     assert groups(rec)["head"].lr == HEAD_LR_CAP
@@ -240,16 +240,16 @@ def test_head_lr_is_capped():
 def test_far_domain_trains_every_group_at_the_base_rate():
     """A probe in the distant decade: ELR 0.316, so the head and the lower blocks train at the
     base rate (calibrated on the benchmark's fit datasets)."""
-    rec = recommend({"linear_probe_accuracy": 0.30}, blocks=BLOCKS, head_modules=HEAD,
-                    num_classes=10)
+    rec = advise({"linear_probe_accuracy": 0.30}, blocks=BLOCKS, head_modules=HEAD,
+                 num_classes=10)
     h = rec.hyperparameters
     assert h.effective_lr >= FAR_ELR
     assert {g.name: g.lr for g in h.lr_groups} == {"head": h.base_lr, "upper": h.base_lr,
                                                    "lower": h.base_lr}
     assert {"groups.far_domain_head_at_base", "groups.far_domain_lower_at_base"} <= fired(rec)
     # a middle-decade target keeps the 10x / 1/10 groups
-    middle = recommend({"linear_probe_accuracy": 0.75}, blocks=BLOCKS, head_modules=HEAD,
-                       num_classes=10)
+    middle = advise({"linear_probe_accuracy": 0.75}, blocks=BLOCKS, head_modules=HEAD,
+                    num_classes=10)
     g = groups(middle)
     assert g["head"].lr == pytest.approx(10 * g["upper"].lr)
     assert g["lower"].lr == pytest.approx(LOWER_LR_FACTOR * g["upper"].lr)
@@ -276,8 +276,8 @@ def test_reinitialised_blocks_join_the_head_group():
     (BLOCKS[:1], [0.8]),
 ])
 def test_lr_groups_partition_the_blocks_and_the_head(blocks, profile):
-    rec = recommend({}, profile={"linear_probe_accuracy": profile}, blocks=blocks,
-                    head_modules=HEAD)
+    rec = advise({}, profile={"linear_probe_accuracy": profile}, blocks=blocks,
+                 head_modules=HEAD)
     in_groups = [m for g in rec.hyperparameters.lr_groups for m in g.modules]
     expected = [m for b in blocks for m in b.modules] + list(HEAD)
     assert sorted(in_groups) == sorted(expected)
@@ -289,7 +289,7 @@ def test_lr_groups_partition_the_blocks_and_the_head(blocks, profile):
 
 
 def test_missing_measures_fall_back_to_defaults_and_say_so():
-    rec = recommend({}, blocks=BLOCKS, head_modules=HEAD)
+    rec = advise({}, blocks=BLOCKS, head_modules=HEAD)
     hp = rec.hyperparameters
     assert (hp.reinit_top_blocks, hp.l2sp_weight, hp.l2_weight, hp.base_lr) == (
         0, 0.0, DEFAULT_L2_WEIGHT, DEFAULT_LR)
@@ -305,16 +305,16 @@ def test_no_defaults_are_used_when_every_measure_is_given():
 
 
 def test_unknown_measures_and_profiles_are_ignored():
-    plain = recommend({"linear_probe_accuracy": 0.7}, blocks=BLOCKS, head_modules=HEAD)
-    noisy = recommend({"linear_probe_accuracy": 0.7, "made_up_score": math.nan},
-                      profile={"made_up_score": [1.0, 2.0]}, blocks=BLOCKS, head_modules=HEAD)
+    plain = advise({"linear_probe_accuracy": 0.7}, blocks=BLOCKS, head_modules=HEAD)
+    noisy = advise({"linear_probe_accuracy": 0.7, "made_up_score": math.nan},
+                   profile={"made_up_score": [1.0, 2.0]}, blocks=BLOCKS, head_modules=HEAD)
     assert noisy.to_dict() == plain.to_dict()
 
 
 @pytest.mark.parametrize("name", ["defaults", *PAPER])
 def test_details_cover_every_hyperparameter_and_their_ranges_hold_the_value(name):
-    rec = recommend({}) if name == "defaults" else paper_dataset(name)
-    assert tuple(rec.details) == HYPERPARAMETERS
+    rec = advise({}) if name == "defaults" else paper_dataset(name)
+    assert tuple(rec.details) == DECIDED
     for key, detail in rec.details.items():
         value, span = detail.value, detail.range
         if isinstance(value, float):
@@ -344,24 +344,24 @@ def test_details_cite_the_whole_chain_of_rules():
 
 
 def test_confidence_is_low_near_the_threshold_and_high_far_from_it():
-    near = recommend({"linear_probe_accuracy": 0.60, "scratch_accuracy": 0.595})
+    near = advise({"linear_probe_accuracy": 0.60, "scratch_accuracy": 0.595})
     far = paper_dataset("caltech256_30")
     assert near.details["l2sp_weight"].confidence == "low"
     assert far.details["l2sp_weight"].confidence == "high"
 
 
 def test_defaulted_values_have_low_confidence():
-    rec = recommend({})
+    rec = advise({})
     assert {rec.details[name].confidence for name in rec.defaults_used} == {"low"}
 
 
 def test_trace_lists_every_rule_in_table_order():
-    for rec in (recommend({}), paper_dataset("dtd")):
+    for rec in (advise({}), paper_dataset("dtd")):
         assert [t.rule for t in rec.trace] == [r.id for r in RULES]
 
 
 def test_trace_explains_a_rule_skipped_for_a_missing_measure():
-    why = {t.rule: t.why for t in recommend({}).trace}
+    why = {t.rule: t.why for t in advise({}).trace}
     assert why["fit.probe_matches_scratch"] == "needs scratch_gap: scratch_accuracy missing"
     assert why["reg.l2sp_on_lower_blocks"] == "needs feature_fit: not set by any earlier rule"
 
@@ -390,8 +390,8 @@ def test_same_input_gives_an_identical_recommendation():
 def test_measure_order_does_not_change_the_recommendation():
     measures = {"linear_probe_accuracy": 0.7, "scratch_accuracy": 0.6, "pretraining_gain": 0.3}
     reordered = dict(reversed(list(measures.items())))
-    a = recommend(measures, blocks=BLOCKS, num_classes=10).to_dict()
-    b = recommend(reordered, blocks=BLOCKS, num_classes=10).to_dict()
+    a = advise(measures, blocks=BLOCKS, num_classes=10).to_dict()
+    b = advise(reordered, blocks=BLOCKS, num_classes=10).to_dict()
     assert json.dumps(a) == json.dumps(b)
 
 
@@ -418,39 +418,39 @@ def test_recommendation_is_frozen_and_picklable():
 @pytest.mark.parametrize("bad", [math.nan, math.inf, "0.7", None, True])
 def test_a_measure_that_is_not_a_finite_number_is_rejected_by_name(bad):
     with pytest.raises(ValueError, match="linear_probe_accuracy"):
-        recommend({"linear_probe_accuracy": bad})
+        advise({"linear_probe_accuracy": bad})
 
 
 def test_an_accuracy_given_as_a_percentage_is_rejected():
     with pytest.raises(ValueError, match="fractions, not percentages"):
-        recommend({"scratch_accuracy": 80.0})
+        advise({"scratch_accuracy": 80.0})
 
 
 def test_a_profile_of_the_wrong_length_is_rejected():
     with pytest.raises(ValueError, match="5 values but 6 blocks"):
-        recommend({}, profile={"logme": [0.1, 0.2, 0.3, 0.4, 0.5]}, blocks=BLOCKS)
+        advise({}, profile={"logme": [0.1, 0.2, 0.3, 0.4, 0.5]}, blocks=BLOCKS)
 
 
 def test_a_non_finite_profile_value_is_rejected_by_position():
     with pytest.raises(ValueError, match=r"'logme'\[2\] \(stage3\)"):
-        recommend({}, profile={"logme": [0.1, 0.2, math.nan, 0.4, 0.5, 0.6]}, blocks=BLOCKS)
+        advise({}, profile={"logme": [0.1, 0.2, math.nan, 0.4, 0.5, 0.6]}, blocks=BLOCKS)
 
 
 def test_a_module_in_two_places_is_rejected():
     with pytest.raises(ValueError, match="'blocks.0'"):
-        recommend({}, blocks=BLOCKS, head_modules=("blocks.0",))
+        advise({}, blocks=BLOCKS, head_modules=("blocks.0",))
 
 
 def test_num_classes_below_two_is_rejected():
     with pytest.raises(ValueError, match="num_classes"):
-        recommend({}, num_classes=1)
+        advise({}, num_classes=1)
 
 
 def test_blocks_of_another_type_with_name_and_modules_are_accepted():
     Other = namedtuple("Other", "name modules")
     others = [Other(b.name, b.modules) for b in BLOCKS]
-    assert (recommend({}, blocks=others).to_dict()
-            == recommend({}, blocks=BLOCKS).to_dict())
+    assert (advise({}, blocks=others).to_dict()
+            == advise({}, blocks=BLOCKS).to_dict())
 
 
 # --- The table itself ----------------------------------------------------------------------
@@ -494,8 +494,8 @@ def _reinit_with_spread(spread):
     profile = {"linear_probe_accuracy": _PEAKED}
     if spread is not None:
         profile["linear_probe_accuracy_spread"] = spread
-    return recommend({"linear_probe_accuracy": 0.72, "pretraining_gain": 0.2},
-                     profile=profile, blocks=_NOISE_BLOCKS, num_images=200, num_classes=10)
+    return advise({"linear_probe_accuracy": 0.72, "pretraining_gain": 0.2},
+                  profile=profile, blocks=_NOISE_BLOCKS, num_images=200, num_classes=10)
 
 
 def test_drop_larger_than_the_folds_spread_reinitialises_the_top_block():

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from heuristics import Block, recommend
+from heuristics import Block, advise
 from heuristics.rules.budget import (
     BATCH_SIZE,
     BUDGET_STEPS,
@@ -30,7 +30,7 @@ POOR_FIT = {"linear_probe_accuracy": 0.5, "scratch_accuracy": 0.8}
 def hp(measures=None, **kwargs):
     kwargs.setdefault("blocks", BLOCKS)
     kwargs.setdefault("head_modules", HEAD)
-    return recommend(measures or {}, **kwargs).hyperparameters
+    return advise(measures or {}, **kwargs).hyperparameters
 
 
 def groups(h) -> dict:
@@ -46,7 +46,7 @@ def test_effective_lr_is_the_lr_over_one_minus_momentum():
 
 
 def test_effective_lr_range_is_the_decade_the_stand_in_points_to():
-    rec = recommend({"linear_probe_accuracy": 0.75}, num_classes=10)  # middle decade
+    rec = advise({"linear_probe_accuracy": 0.75}, num_classes=10)  # middle decade
     lo, hi = rec.details["effective_lr"].range
     assert (lo, hi) == (pytest.approx(1e-2), pytest.approx(1e-1))
 
@@ -78,14 +78,14 @@ def test_epochs_do_not_fall_below_the_minimum_on_a_large_dataset():
 
 
 def test_without_a_dataset_size_epochs_default_and_steps_are_unknown():
-    rec = recommend({})
+    rec = advise({})
     assert rec.hyperparameters.epochs == MAX_EPOCHS
     assert rec.hyperparameters.steps is None
     assert {"epochs", "steps"} <= set(rec.defaults_used)
 
 
 def test_budget_reason_shows_the_arithmetic():
-    rec = recommend({}, num_images=8144, num_classes=196)
+    rec = advise({}, num_images=8144, num_classes=196)
     assert "254 steps per epoch" in rec.details["epochs"].reason
     assert "Kornblith" in rec.details["epochs"].source
 
@@ -111,7 +111,7 @@ def test_label_smoothing_is_the_papers():
 
 
 def test_lp_ft_when_the_probe_is_already_strong():
-    rec = recommend({"linear_probe_accuracy": 0.9}, num_classes=10, num_images=1000)
+    rec = advise({"linear_probe_accuracy": 0.9}, num_classes=10, num_images=1000)
     assert rec.hyperparameters.lp_ft is True
     assert rec.hyperparameters.lp_epochs == round(rec.hyperparameters.epochs / 10)
     assert "Kumar" in rec.details["lp_ft"].source
@@ -147,7 +147,7 @@ def test_with_l2sp_off_l2_covers_every_module():
 
 
 def test_batchnorm_is_under_neither_penalty_and_the_output_says_so():
-    rec = recommend(GOOD_FIT)
+    rec = advise(GOOD_FIT)
     assert rec.hyperparameters.exclude_from_decay == ("batchnorm",)
     assert "BatchNorm" in rec.details["exclude_from_decay"].reason
 
@@ -163,7 +163,7 @@ def test_with_one_transferred_block_l2sp_covers_it():
 
 
 def test_an_empty_mapping_without_blocks_gives_a_complete_json_recommendation():
-    doc = recommend({}).to_dict()
+    doc = advise({}).to_dict()
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
     assert set(doc) == {"hyperparameters", "details", "reasons", "trace", "defaults_used",
                         "overrides"}
@@ -171,7 +171,7 @@ def test_an_empty_mapping_without_blocks_gives_a_complete_json_recommendation():
 
 
 def test_without_blocks_the_backbone_is_one_group_at_the_base_rate_and_says_so():
-    rec = recommend({})
+    rec = advise({})
     g = groups(rec.hyperparameters)
     assert set(g) == {"head", "backbone"}
     assert g["backbone"].rest and g["backbone"].modules == ()
@@ -181,6 +181,6 @@ def test_without_blocks_the_backbone_is_one_group_at_the_base_rate_and_says_so()
 
 
 def test_without_blocks_the_fit_still_decides_l2sp_for_the_backbone():
-    h = recommend({"pretraining_gain": 0.3}).hyperparameters
+    h = advise({"pretraining_gain": 0.3}).hyperparameters
     assert h.l2sp_weight > 0
     assert groups(h)["backbone"].penalty == "l2sp"

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from heuristics import Block, recommend
+from heuristics import Block, advise
 from heuristics.rules.lr import ELR_DISTANT, ELR_MIDDLE, ELR_SIMILAR, MOMENTUM
 
 BLOCKS = tuple(Block(f"stage{i}", (f"blocks.{i}",)) for i in range(1, 7))
@@ -19,7 +19,7 @@ SHIFT_SMOOTH = [0.10, 0.12, 0.15, 0.18, 0.20, 0.24]
 
 
 def with_profile(profile, measures=None, **kwargs):
-    return recommend(measures or {}, profile=profile, blocks=BLOCKS, **kwargs)
+    return advise(measures or {}, profile=profile, blocks=BLOCKS, **kwargs)
 
 
 def fired(rec) -> set[str]:
@@ -36,7 +36,7 @@ def fired(rec) -> set[str]:
 ])
 def test_a_measure_outside_its_interval_is_rejected_by_name(name, value):
     with pytest.raises(ValueError, match=name):
-        recommend({name: value})
+        advise({name: value})
 
 
 @pytest.mark.parametrize(("name", "value"), [
@@ -45,13 +45,13 @@ def test_a_measure_outside_its_interval_is_rejected_by_name(name, value):
     ("source_confidence", 0.7), ("source_entropy", 0.4), ("logme", -0.8),
 ])
 def test_a_measure_inside_its_interval_is_accepted(name, value):
-    rec = recommend({name: value})
+    rec = advise({name: value})
     assert rec.to_dict()["hyperparameters"]
 
 
 def test_float_round_off_just_outside_a_bound_is_clamped_not_rejected():
-    rec = recommend({"leep": 1e-15, "scratch_accuracy": 1 + 1e-12,
-                     "linear_probe_accuracy": 0.5})
+    rec = advise({"leep": 1e-15, "scratch_accuracy": 1 + 1e-12,
+                  "linear_probe_accuracy": 0.5})
     assert rec.details["l2sp_weight"].measures["scratch_accuracy"] == 1.0
 
 
@@ -128,23 +128,23 @@ def test_the_bn_shift_jump_still_obeys_the_caps():
 @pytest.mark.parametrize(("confidence", "decade"), [
     (0.8, ELR_SIMILAR), (0.45, ELR_MIDDLE), (0.1, ELR_DISTANT)])
 def test_source_confidence_picks_the_decade_without_a_probe(confidence, decade):
-    rec = recommend({"source_confidence": confidence})
+    rec = advise({"source_confidence": confidence})
     elr = rec.hyperparameters.effective_lr
     assert decade[0] < elr < decade[1]
     assert rec.details["base_lr"].confidence == "low"
 
 
 def test_the_probe_outranks_the_source_head():
-    rec = recommend({"linear_probe_accuracy": 0.95, "source_confidence": 0.95},
-                    num_classes=10)
+    rec = advise({"linear_probe_accuracy": 0.95, "source_confidence": 0.95},
+                 num_classes=10)
     assert rec.details["base_lr"].set_by == "lr.similar_domain"
 
 
 def test_disagreeing_stand_ins_widen_the_range_and_lower_the_confidence():
-    agree = recommend({"linear_probe_accuracy": 0.95, "source_confidence": 0.9},
+    agree = advise({"linear_probe_accuracy": 0.95, "source_confidence": 0.9},
+                   num_classes=10)
+    disagree = advise({"linear_probe_accuracy": 0.95, "source_confidence": 0.1},
                       num_classes=10)
-    disagree = recommend({"linear_probe_accuracy": 0.95, "source_confidence": 0.1},
-                         num_classes=10)
     # the farther decade wins (calibrated on the benchmark's fit datasets)
     assert disagree.hyperparameters.effective_lr == pytest.approx(
         math.sqrt(ELR_DISTANT[0] * ELR_DISTANT[1]))
@@ -158,7 +158,7 @@ def test_disagreeing_stand_ins_widen_the_range_and_lower_the_confidence():
 
 
 def test_measures_no_rule_reads_leave_the_hyperparameters_unchanged():
-    plain = recommend({}).to_dict()["hyperparameters"]
-    scored = recommend({"source_entropy": 0.3, "h_score": 5.0, "transrate": 1.0,
-                        "gbc": -2.0, "leep": -1.0, "nce": -1.0}).to_dict()["hyperparameters"]
+    plain = advise({}).to_dict()["hyperparameters"]
+    scored = advise({"source_entropy": 0.3, "h_score": 5.0, "transrate": 1.0,
+                     "gbc": -2.0, "leep": -1.0, "nce": -1.0}).to_dict()["hyperparameters"]
     assert scored == plain

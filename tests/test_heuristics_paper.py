@@ -1,4 +1,6 @@
-"""The paper's own evidence, reproduced: Plested, Shen, Gedeon 2021 (reference/paper.md).
+"""The paper's own evidence, reproduced: Plested, Shen, Gedeon 2021, "Non-binary deep transfer
+learning for image classification" (arXiv 2107.08585; its results read off the figure of its
+official code repository).
 
 With the paper's measure of fit (scratch minus frozen-feature probe accuracy: Caltech-256 -16.2,
 DTD -7.8, Stanford Cars +28.5, FGVC Aircraft +28.9 points) the recommendation must use L2-SP
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 
-from heuristics import Block, recommend
+from heuristics import Block, advise
 
 INCEPTION_V4 = (
     Block("stem", tuple(f"features.{i}" for i in range(6))),  # stem, mixed_3a/4a/5a
@@ -50,7 +52,7 @@ def paper(name: str, flip_gap: bool = False):
     scratch = probe + gap
     if flip_gap:  # swap the two accuracies: the same gap, the other sign
         probe, scratch = scratch, probe
-    return recommend(
+    return advise(
         {"linear_probe_accuracy": probe, "scratch_accuracy": scratch},
         profile={"linear_probe_accuracy": PROFILE},
         blocks=INCEPTION_V4, head_modules=HEAD,

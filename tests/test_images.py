@@ -1,4 +1,4 @@
-"""Specification of recommender.images.open_rgb: every usable file as 8-bit RGB, or a reason."""
+"""Specification of recommender.data.images.open_rgb: every usable file as 8-bit RGB, or why not."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from recommender.data.images import IMAGE_EXTENSIONS, UnreadableImage, open_rgb
 from recommender.errors import EXIT_DATA
-from recommender.images import IMAGE_EXTENSIONS, UnreadableImage, open_rgb
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 

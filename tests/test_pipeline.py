@@ -72,8 +72,8 @@ def test_stage_callback_hears_each_step(sample_dir):
 def test_probe_values_do_not_depend_on_the_number_of_jobs():
     import numpy as np
 
-    from recommender.features import Features
-    from recommender.pipeline import run_probes
+    from recommender.analysis import run_probes
+    from recommender.models.features import Features
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(4), 15)
@@ -89,8 +89,8 @@ def test_probe_values_do_not_depend_on_the_number_of_jobs():
 def test_a_block_without_batchnorm_reports_the_bn_shift_as_unavailable_not_zero():
     import numpy as np
 
-    from recommender.features import Features
-    from recommender.pipeline import run_probes
+    from recommender.analysis import run_probes
+    from recommender.models.features import Features
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 10)

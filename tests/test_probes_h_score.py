@@ -52,8 +52,9 @@ def test_h_score_equals_its_definition(n, d, n_classes, seed):
 
 
 def test_h_score_is_the_trace_of_a_matrix_product_not_an_elementwise_one():
-    # One public implementation multiplies pinv(cov F) and cov G element-wise
-    # (measures.md: 1226 instead of 3.43 on the same data).
+    # One public implementation multiplies pinv(cov F) and cov G element-wise instead of as
+    # matrices (Bao et al. 2019 define tr(pinv(cov F) cov G)): 1226 instead of 3.43 on the
+    # same data.
     f, labels = _blobs(100, 8, 4, seed=2)
     cov_f_pinv = np.linalg.pinv(np.cov(f, rowvar=False), rcond=1e-15)
     cov_g = np.cov(_class_mean_features(f, labels), rowvar=False)

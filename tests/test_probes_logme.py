@@ -41,7 +41,8 @@ def _signal_plus_small_noise(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _log_evidence(f: np.ndarray, t: np.ndarray, log_alpha: float, log_beta: float) -> float:
-    """The evidence straight from its definitions in measures.md (no eigendecomposition).
+    """The evidence straight from its definitions in You et al., ICML 2021 (LogME), without the
+    eigendecomposition.
 
     log N(t; 0, F F^T/alpha + I/beta) by slogdet when N <= D; when N > D that N x N
     matrix is singular to rounding, so the equivalent D x D form with A is used.

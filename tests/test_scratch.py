@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from recommender.scratch import stratified_split
-from recommender.training import (
-    ImageTensors,
+from recommender.data.tensors import ImageTensors
+from recommender.finetune.training import (
     TrainConfig,
     _lr_at,
     accuracy,
     decay_groups,
     train,
 )
-
-
-def test_split_holds_out_a_quarter_of_every_class_and_keeps_one_to_train():
-    codes = np.repeat([0, 1, 2], [20, 8, 2])
-    train_idx, test_idx = stratified_split(codes, 0.25, seed=0)
-    assert np.bincount(codes[test_idx]).tolist() == [5, 2, 1]
-    assert np.bincount(codes[train_idx]).tolist() == [15, 6, 1]
-    assert not set(train_idx) & set(test_idx)
-
-
-def test_split_depends_on_the_seed_only():
-    codes = np.repeat([0, 1], 12)
-    assert np.array_equal(stratified_split(codes, 0.25, 3)[1], stratified_split(codes, 0.25, 3)[1])
-    assert not np.array_equal(stratified_split(codes, 0.25, 3)[1],
-                              stratified_split(codes, 0.25, 4)[1])
 
 
 def test_learning_rate_warms_up_linearly_then_decays_to_zero():

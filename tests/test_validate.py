@@ -3,85 +3,26 @@
 from __future__ import annotations
 
 import json
-import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import heuristics
 import recommender
-from recommender import search as search_mod
-from recommender import validate as validate_mod
-from recommender.errors import DatasetError, UsageError
-from recommender.training import ImageTensors, TrainConfig, TrainingDiverged, _lr_at, train
+from recommender.data.tensors import ImageTensors
+from recommender.errors import UsageError
+from recommender.finetune import runs as runs_mod
+from recommender.finetune import search as search_mod
+from recommender.finetune.training import TrainConfig, TrainingDiverged, _lr_at, train
 
 TINY = {"max_per_class": 5, "workers": 0, "validate_epochs": 2, "validate_size": 32}
 
 
 def without_timings(document: dict) -> dict:
     return {k: v for k, v in document.items() if k != "timings"}
-
-
-# --- splits ------------------------------------------------------------------------------------
-
-def test_three_way_split_is_stratified_disjoint_complete_and_seeded():
-    codes = np.repeat(np.arange(4), [50, 20, 5, 3])
-    train, val, test = validate_mod.stratified_three_way(codes, seed=0)
-    assert np.intersect1d(train, val).size == np.intersect1d(train, test).size == 0
-    assert np.intersect1d(val, test).size == 0
-    assert np.array_equal(np.sort(np.concatenate([train, val, test])), np.arange(codes.size))
-    for cls, n in enumerate([50, 20, 5, 3]):
-        counts = [int((codes[part] == cls).sum()) for part in (train, val, test)]
-        assert counts[1] >= 1 and counts[2] >= 1 and counts[0] >= 1
-        if n == 50:
-            assert counts == [30, 10, 10]
-    again = validate_mod.stratified_three_way(codes, seed=0)
-    other = validate_mod.stratified_three_way(codes, seed=1)
-    assert all(np.array_equal(a, b) for a, b in zip(again, (train, val, test)))
-    assert not np.array_equal(other[2], test)
-
-
-def test_too_few_images_per_class_is_a_data_error(tmp_path):
-    samples = [(tmp_path / f"{i}.png", i % 2) for i in range(5)]  # class 1 has 2 images
-    with pytest.raises(DatasetError, match="at least 3 images per class"):
-        validate_mod.make_split(samples, ("a", "b"), seed=0)
-
-
-def _copy_classes(sample_dir, target, classes, per_class, offset=0):
-    for name in classes:
-        (target / name).mkdir(parents=True)
-        for path in sorted((sample_dir / name).iterdir())[offset:offset + per_class]:
-            shutil.copy(path, target / name / path.name)
-
-
-def test_split_folders_are_detected_and_used(sample_dir, tmp_path):
-    classes = sorted(p.name for p in sample_dir.iterdir() if p.is_dir())[:3]
-    _copy_classes(sample_dir, tmp_path / "train", classes, 8)
-    _copy_classes(sample_dir, tmp_path / "test", classes, 4, offset=8)
-    layout = validate_mod.split_layout(tmp_path)
-    assert set(layout) == {"train", "test"}
-    assert validate_mod.split_layout(sample_dir) is None
-    from recommender.dataset import load_dataset
-
-    parts = {role: load_dataset(folder) for role, folder in layout.items()}
-    split = validate_mod.folder_split(parts, seed=0)
-    assert split.source == "folders" and split.test.size == 12
-    assert split.val.size == 6 and split.train.size == 18  # a quarter of train held out
-    test_paths = {split.samples[i][0] for i in split.test}
-    assert all(p.parent.parent.name == "test" for p in test_paths)
-
-
-def test_split_folders_with_other_classes_are_a_data_error(sample_dir, tmp_path):
-    classes = sorted(p.name for p in sample_dir.iterdir() if p.is_dir())[:3]
-    _copy_classes(sample_dir, tmp_path / "train", classes, 4)
-    _copy_classes(sample_dir, tmp_path / "test", classes[:2], 4)
-    from recommender.dataset import load_dataset
-
-    parts = {role: load_dataset(folder) for role, folder in
-             validate_mod.split_layout(tmp_path).items()}
-    with pytest.raises(DatasetError, match="class folders"):
-        validate_mod.folder_split(parts, seed=0)
 
 
 # --- the training loop's new parts ---------------------------------------------------------------
@@ -173,8 +114,8 @@ def test_validation_is_deterministic(sample_dir, validated):
 
 def test_a_rerun_with_more_seeds_trains_only_the_new_seed(sample_dir, validated, monkeypatch):
     calls = []
-    real = validate_mod.run_setting
-    monkeypatch.setattr(validate_mod, "run_setting",
+    real = runs_mod.run_setting
+    monkeypatch.setattr(runs_mod, "run_setting",
                         lambda *a, **k: calls.append(k["label"]) or real(*a, **k))
     more = recommender.recommend(sample_dir, validate=True, validate_seeds=3, **TINY)
     assert sorted(calls) == ["default seed 2", "recommended seed 2"]
@@ -260,12 +201,18 @@ def test_search_reruns_a_trial_cut_short(tmp_path):
     assert calls[1]["base_lr"] == cut.params["base_lr"]
 
 
+def _detail(value, span):
+    return heuristics.Detail(value, tuple(span), "medium", "", "", "rule", (), {})
+
+
 def test_search_space_follows_the_recommendation_ranges():
-    details = {"reinit_top_blocks": {"range": [0, 2]}, "split_block": {"range": ["stage4"]},
-               "base_lr": {"range": [0.001, 0.1]}, "l2sp_weight": {"range": [0.0, 0.02]},
-               "lp_ft": {"range": [False, True]}}
-    hp = {"reinit_top_blocks": 0, "split_block": "stage4", "base_lr": 0.003,
-          "l2sp_weight": 0.0, "lp_ft": False}
+    hp = replace(heuristics.binary_default(), reinit_top_blocks=0, split_block="stage4",
+                 base_lr=0.003, l2sp_weight=0.0, lp_ft=False)
+    details = {"reinit_top_blocks": _detail(0, [0, 2]),
+               "split_block": _detail("stage4", ["stage4"]),
+               "base_lr": _detail(0.003, [0.001, 0.1]),
+               "l2sp_weight": _detail(0.0, [0.0, 0.02]),
+               "lp_ft": _detail(False, [False, True])}
     space = search_mod.space(details, hp)
     assert space == {"reinit_top_blocks": ("int", (0, 2)), "base_lr": ("log", (0.001, 0.1)),
                      "l2sp_on": ("choice", [True, False]),
@@ -287,8 +234,8 @@ def test_search_through_the_pipeline_reports_best_found_and_resumes(sample_dir, 
     start = v.search["trials"][0]["overrides"]
     assert start and all(hp[k] == value for k, value in start.items())  # the recommended point
     calls = []
-    real = validate_mod.run_setting
-    monkeypatch.setattr(validate_mod, "run_setting",
+    real = runs_mod.run_setting
+    monkeypatch.setattr(runs_mod, "run_setting",
                         lambda *a, **k: calls.append(k.get("label")) or real(*a, **k))
     again = recommender.recommend(sample_dir, search=2, search_db=db, validate_seeds=2, **TINY)
     assert again.validation.search["trials"] == v.search["trials"]
@@ -317,14 +264,14 @@ def test_a_file_that_is_not_a_journal_is_a_usage_error(tmp_path):
 
 def test_a_search_trial_that_diverges_scores_zero_and_the_search_goes_on(sample_dir, tmp_path,
                                                                          monkeypatch):
-    real = validate_mod.run_setting
+    real = runs_mod.run_setting
 
     def diverge_in_trials(*args, **kwargs):
         if kwargs.get("label") == "search trial":
             raise TrainingDiverged(1, 1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(validate_mod, "run_setting", diverge_in_trials)
+    monkeypatch.setattr(runs_mod, "run_setting", diverge_in_trials)
     result = recommender.recommend(sample_dir, search=2, search_db=tmp_path / "s.journal",
                                    validate_seeds=1, **TINY)
     trials = result.validation.search["trials"]

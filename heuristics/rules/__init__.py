@@ -26,14 +26,17 @@ from heuristics.rules import budget, groups, lpft, lr, regularisation, reinit
 from heuristics.rules.measures import MEASURE_BOUNDS
 from heuristics.types import Derived, Rule
 
-# What recommend() reports in `details`, in this order (one line each in the report).
-HYPERPARAMETERS = (
+DECIDED = (
     "reinit_top_blocks", "split_block",
     "optimizer", "momentum", "base_lr", "effective_lr", "head_lr", "upper_lr", "lower_lr",
     "l2sp_weight", "l2_weight", "exclude_from_decay",
     "batch_size", "epochs", "steps", "schedule", "warmup_epochs", "lp_ft", "lp_epochs",
     "label_smoothing",
 )
+"""The values the rule table decides, one :class:`~heuristics.types.Detail` each, in report order.
+
+:class:`~heuristics.types.Hyperparameters` is assembled from them by :func:`heuristics.advise`
+(``head_lr``, ``upper_lr`` and ``lower_lr`` become the learning-rate groups' rates)."""
 
 RULES: tuple[Rule, ...] = (
     *regularisation.FIT_RULES,
@@ -50,4 +53,4 @@ DERIVED: dict[str, Derived] = {d.name: d for d in (
     *regularisation.DERIVED, *reinit.DERIVED, *groups.DERIVED, *lr.DERIVED, *budget.DERIVED,
 )}
 
-__all__ = ["DERIVED", "HYPERPARAMETERS", "MEASURE_BOUNDS", "RULES"]
+__all__ = ["DECIDED", "DERIVED", "MEASURE_BOUNDS", "RULES"]

@@ -1,4 +1,5 @@
-"""What every area of the rule table shares: the sources it cites and how it grades confidence."""
+"""What every area of the rule table shares: the sources it cites, the binary practice's values,
+and how it grades confidence."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ HENDRYCKS_2017 = ("Hendrycks & Gimpel, ICLR 2017 (the maximum softmax probabilit
 ADABN_2016 = "Li et al. 2016, AdaBN (BatchNorm statistics as a measure of domain shift)"
 LOSHCHILOV_2017 = "Loshchilov & Hutter, ICLR 2017 (SGDR: cosine learning-rate decay)"
 SZEGEDY_2016 = "Szegedy et al., CVPR 2016 (label smoothing 0.1)"
+
+# The binary practice's values, those BINARY names (heuristics.baseline builds the whole binary
+# default from them): the common fine-tuning practice -- every layer transferred, one learning
+# rate, L2 weight decay toward zero. Li, Grandvalet, Davoine 2018 (L2-SP) fine-tune at lr 0.01,
+# momentum 0.9; Kornblith, Shlens, Le 2019 ("Do Better ImageNet Models Transfer Better?") use
+# Nesterov momentum 0.9 and search lr in [1e-4, 0.1] and weight decay in [1e-6, 1e-3].
+BINARY_LR = 0.01
+BINARY_WEIGHT_DECAY = 1e-4
+BINARY_MOMENTUM = 0.9
 
 
 def by_margin(margin: float, band: float) -> Confidence:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from heuristics.rules.common import (
     BINARY,
+    BINARY_LR,
     CODE,
     HENDRYCKS_2017,
     KORNBLITH_2019,
@@ -48,14 +49,9 @@ LR_CONFIDENCE_BAND = 0.05  # margins within it give low confidence; provisional
 # Provisional nbtl thresholds, to be calibrated by the benchmark issue.
 SOURCE_SIMILAR_MIN = 0.6
 SOURCE_DISTANT_MAX = 0.3
-# When the two stand-ins point to different decades, the farther one sets the rate (the search
-# range spans both). Calibrated by the benchmark (docs/benchmark.md) on fashion-mnist and mnist,
-# where the probe said middle and the source head distant: one lr 0.03 beat 0.01 by 1.2 and
-# 13.4 test points (seed 0, nothing re-initialised, L2), and the recommendation made with the
-# middle decade (0.00316) lost to the binary default.
-# Binary practice (rules.md): lr 0.01 at momentum 0.9; searched over Kornblith et al. 2019's
-# learning-rate grid [1e-4, 0.1].
-DEFAULT_LR = 0.01
+# Without a stand-in, the binary practice's lr (at momentum 0.9), searched over Kornblith et al.
+# 2019's learning-rate grid [1e-4, 0.1].
+DEFAULT_LR = BINARY_LR
 DEFAULT_LR_RANGE = (1e-4, 0.1)
 # AdamW (only when the user asks for it): the ELR rule is for SGD with momentum. A common
 # fine-tuning rate and a decade either side. Provisional nbtl choice.
@@ -97,6 +93,11 @@ DERIVED = (
             lambda v: decade_of(v["source_confidence"], SOURCE_SIMILAR_MIN, SOURCE_DISTANT_MAX),
             "the ELR decade the source head's confidence points to"),
 )
+
+
+def effective_lr(base_lr: float, momentum: float) -> float:
+    """Li et al. 2020's effective learning rate of SGD with momentum: ``lr / (1 - momentum)``."""
+    return base_lr / (1.0 - momentum)
 
 
 def _decade_lr(v: View) -> float:
@@ -225,6 +226,9 @@ RULES = (
         search_range=lambda v: DEFAULT_LR_RANGE,
         source=f"{BINARY}; range from {KORNBLITH_2019}'s learning-rate grid",
     ),
+    # When the two stand-ins point to different decades, the farther one sets the rate (the
+    # search range spans both). Calibrated on fashion-mnist and mnist: docs/benchmark.md,
+    # "Calibration evidence behind the rules", lr.stand_ins_disagree.
     Rule(
         id="lr.stand_ins_disagree", target="base_lr", kind="adjust",
         needs=("base_lr", "momentum", "optimizer", "probe_decade", "source_decade",
@@ -246,12 +250,13 @@ RULES = (
         id="lr.effective", target="effective_lr",
         needs=("base_lr", "momentum", "optimizer"),
         condition=lambda v: v["optimizer"] in SGD_FAMILY,
-        effect=lambda v: v["base_lr"] / (1.0 - v["momentum"]),
+        effect=lambda v: effective_lr(v["base_lr"], v["momentum"]),
         reason="Effective learning rate lr / (1 - momentum) = {base_lr:.3g} / (1 - "
                "{momentum:g}) = {value:.3g}, the quantity Li et al. 2020 find decisive.",
         when="optimizer {optimizer} uses SGD momentum",
         confidence="high",
-        search_range=lambda v: tuple(lr / (1.0 - v["momentum"]) for lr in v["ranges"]["base_lr"]),
+        search_range=lambda v: tuple(effective_lr(lr, v["momentum"])
+                                     for lr in v["ranges"]["base_lr"]),
         source=LI_2020,
     ),
     Rule(

@@ -2,7 +2,8 @@
 
 Each name may come as a summary value (at the backbone's output features, or once per model)
 and, for per-block probes, as a profile (one value per block, bottom-up). ``None``: any finite
-number. Unknown names are ignored by :func:`heuristics.recommend`.
+number. Unknown names are ignored by :func:`heuristics.advise`. The few names that no probe
+measures are listed, with where they come from, in :data:`NOT_PROBES`.
 """
 
 from __future__ import annotations
@@ -36,4 +37,13 @@ MEASURE_BOUNDS: dict[str, tuple[float, float] | None] = {
     "source_entropy": _FRACTION,  # mean entropy of the source head, normalised by log(Cs)
     # Accuracy of a short training from scratch: the paper's own measure, with the probe.
     "scratch_accuracy": _FRACTION,
+}
+
+# The measures above that no probe registers (every other name is a probe of probes/, by its
+# registered name), with where each comes from.
+NOT_PROBES: dict[str, str] = {
+    "linear_probe_accuracy_spread": "the fold standard deviation of the linear_probe_accuracy "
+                                    "probe (its spread), given as NAME_spread beside the value",
+    "scratch_accuracy": "the test accuracy of a short training from scratch (recommender's "
+                        "--scratch run), not a probe on frozen features",
 }

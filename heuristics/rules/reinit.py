@@ -9,7 +9,9 @@ apply: poor fit keeps the layers (the paper), few images per class allow few new
 Separability outranks the BatchNorm shift because it is the direct evidence: a shift in
 activation statistics alone can be absorbed by re-estimating them (AdaBN, Li et al. 2016),
 which fine-tuning does anyway. H-score, shrinkage H-score and TransRate are not read across
-blocks: they grow with the feature dimension (measures.md), which differs from block to block.
+blocks: they grow with the feature dimension (H-score, Bao et al. 2019, saturates at C - 1 when
+the samples are fewer than the dimensions; TransRate, Huang et al. 2022, rewards rank), which
+differs from block to block.
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ REINIT_SIZE_CAPS = ((5.0, 0), (30.0, 1))
 REINIT_MAX_BLOCKS = 2
 # Far targets renew the top blocks: when a stand-in of domain similarity (heuristics.rules.lr)
 # puts the target in Li et al. 2020's distant decade, this many top blocks are re-initialised
-# (then the caps below apply). Calibrated by the benchmark (docs/benchmark.md) on fashion-mnist
-# and mnist only: at its budget, re-initialising 2 top blocks beat 0 by 4.8 and 10.6 test points
-# on seed 0 (one lr 0.03, L2-SP on the lower blocks), and 3 blocks fell below 0.
+# (then the caps below apply). Calibrated on fashion-mnist and mnist: docs/benchmark.md,
+# "Calibration evidence behind the rules", FAR_DOMAIN_REINIT_BLOCKS.
 FAR_DOMAIN_REINIT_BLOCKS = 2
 # The domain shift "jumps" into a block when its BatchNorm shift is at least this many times
 # the block below's; only the top REINIT_MAX_BLOCKS blocks are looked at.
-# Provisional nbtl choice (measures.md names the criterion, no paper gives a number).
+# Provisional nbtl choice (the criterion -- the depth at which the domain distance jumps is
+# where transferred layers stop helping -- follows Yosinski et al. 2014; no paper gives a number).
 BN_SHIFT_JUMP_RATIO = 2.0
 
 
@@ -135,8 +137,8 @@ def _rising_rule(measure: str, label: str, shape: str) -> Rule:
     )
 
 
-_SHIFT_SOURCE = (f"{ADABN_2016}; {YOSINSKI_2014}; the criterion from measures.md (where the "
-                 "domain distance jumps); ratio provisional")
+_SHIFT_SOURCE = (f"{ADABN_2016}; {YOSINSKI_2014}; nbtl's criterion (where the domain distance "
+                 "jumps); ratio provisional")
 
 _SHIFT_RULES = (
     Rule(

@@ -15,17 +15,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
+from recommender.data.splits import stratified_split
+from recommender.data.tensors import load_image_tensors
 from recommender.errors import UsageError
+from recommender.finetune.training import TrainConfig, accuracy, train
 
-if TYPE_CHECKING:  # torch is imported on use: the CLI reads this module's defaults
-    from recommender.backbones import Backbone
-    from recommender.dataset import Dataset
+if TYPE_CHECKING:
+    from recommender.data.dataset import Dataset
+    from recommender.models.backbones import Backbone
 
-# A short budget: at 96 px the default backbone trains at about 50 images/s on 2 CPU cores,
-# so 30 epochs of the 200-image sample take about 2 minutes.
+# A short budget (the epochs are an option: recommender.config.SCRATCH_EPOCHS): at 96 px the
+# default backbone trains at about 50 images/s on 2 CPU cores.
 SCRATCH_IMAGE_SIZE = 96
-SCRATCH_EPOCHS = 30
 # AdamW, not SGD: on a few hundred images a short SGD run from scratch (lr 0.1 and 0.05,
 # Nesterov 0.9) diverged in its first epochs on the bundled sample; AdamW at timm's usual
 # from-scratch settings (lr 1e-3, weight decay 0.05) trains steadily.
@@ -56,25 +59,11 @@ class ScratchResult:
                 "weight_decay": SCRATCH_WEIGHT_DECAY, "batch_size": SCRATCH_BATCH_SIZE}
 
 
-def stratified_split(codes: np.ndarray, test_fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, test): per class, ``round(test_fraction * n)`` images held out, at
-    least 1 and at most n - 1, drawn with ``seed``."""
-    rng = np.random.default_rng(seed)
-    train, test = [], []
-    for cls in np.unique(codes):
-        members = rng.permutation(np.flatnonzero(codes == cls))
-        k = min(max(1, round(test_fraction * members.size)), members.size - 1)
-        test.extend(members[:k])
-        train.extend(members[k:])
-    return np.sort(np.asarray(train)), np.sort(np.asarray(test))
-
-
 def scratch_accuracy(
     dataset: Dataset,
     backbone: Backbone,
     *,
-    epochs: int = SCRATCH_EPOCHS,
+    epochs: int,
     image_size: int = SCRATCH_IMAGE_SIZE,
     seed: int = 0,
     device: str = "cpu",
@@ -83,20 +72,16 @@ def scratch_accuracy(
 ) -> ScratchResult:
     """Train ``backbone``'s architecture from random initialisation on a stratified 75 % of
     ``dataset`` and return its accuracy on the other 25 %."""
-    import torch
-
-    from recommender.training import TrainConfig, accuracy, load_image_tensors, train
-
     if epochs < 1:
         raise UsageError(f"--scratch-epochs {epochs} must be at least 1.")
     start = time.perf_counter()
     paths = [path for path, _ in dataset.samples]
     codes = np.unique([label for _, label in dataset.samples], return_inverse=True)[1]
     data = load_image_tensors(paths, codes, image_size, on_image=on_image)
-    train_index, test_index = stratified_split(codes, TEST_FRACTION, seed)
+    train_index, test_index = stratified_split(codes, (TEST_FRACTION,), seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = backbone.random_init()
+        model = backbone.untrained_model()
         model.reset_classifier(int(codes.max()) + 1)
         config = TrainConfig(epochs=epochs, lr=SCRATCH_LR, weight_decay=SCRATCH_WEIGHT_DECAY,
                              batch_size=min(SCRATCH_BATCH_SIZE, len(train_index)),

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,8 +47,10 @@ class Backbone:
     head_modules: tuple[str, ...]
     num_source_classes: int
 
-    def random_init(self) -> nn.Module:
-        """The same architecture at random initialisation, deterministic, in eval mode."""
+    def untrained_model(self) -> nn.Module:
+        """The same architecture at random initialisation (the untrained twin of the
+        pre-training gain, and where re-initialised blocks come from), deterministic, in eval
+        mode."""
         import timm
 
         with torch.random.fork_rng(devices=[]):
@@ -118,19 +122,34 @@ def load_backbone(
     )
 
 
+@contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Within the block, the Hugging Face hub is not contacted (``offline``); the process's
+    environment and the hub library's setting are restored afterwards."""
+    if not offline:
+        yield
+        return
+    import huggingface_hub.constants as hub_constants  # a dependency of timm
+
+    saved = os.environ.get("HF_HUB_OFFLINE"), hub_constants.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved[0]
+        hub_constants.HF_HUB_OFFLINE = saved[1]
+
+
 def _from_hub(name: str, offline: bool) -> nn.Module:
     import timm
 
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        try:
-            import huggingface_hub.constants as hub_constants
-
-            hub_constants.HF_HUB_OFFLINE = True
-        except ImportError:  # pragma: no cover - timm depends on huggingface_hub
-            pass
     try:
-        return timm.create_model(name, pretrained=True)
+        with _hub_offline(offline):
+            return timm.create_model(name, pretrained=True)
     except Exception as exc:  # timm/hub raise many types: all mean "no weights here"
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise ModelUnavailableError(
@@ -243,7 +262,7 @@ def convert_efficientnet_pytorch(
 
     Block ``_blocks.K`` is the K-th block in stage order (``blocks.s.j``); blocks with an
     expansion conv use the inverted-residual names, the first stage's the depthwise-separable
-    ones (see shared/reference/offline-assets.md).
+    ones (the package's file follows the layout of the ``efficientnet_pytorch`` library).
     """
     import timm
 

@@ -1,4 +1,4 @@
-"""``recommend``: validate the inputs, run the rule table, assemble the hyperparameters."""
+"""``advise``: check the inputs, run the rule table, assemble the hyperparameters."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from heuristics.engine import Decision, evaluate
+from heuristics.inputs import check_inputs
 from heuristics.overrides import check_overrides
-from heuristics.rules import DERIVED, HYPERPARAMETERS, MEASURE_BOUNDS, RULES
+from heuristics.rules import DECIDED, DERIVED, MEASURE_BOUNDS, RULES
 from heuristics.types import (
     Block,
     Derived,
@@ -18,10 +19,9 @@ from heuristics.types import (
     Recommendation,
     Rule,
 )
-from heuristics.validation import validate
 
 
-def recommend(
+def advise(
     measures: Mapping[str, float],
     *,
     profile: Mapping[str, Sequence[float]] | None = None,
@@ -80,22 +80,22 @@ def recommend(
     TypeError
         Inputs of the wrong kind (e.g. ``measures`` not a mapping).
     """
-    inputs = validate(measures, profile if profile is not None else {}, blocks, head_modules,
-                      num_images, num_classes, MEASURE_BOUNDS)
+    inputs = check_inputs(measures, profile if profile is not None else {}, blocks,
+                          head_modules, num_images, num_classes, MEASURE_BOUNDS)
     block_names = tuple(b.name for b in inputs.blocks)
     user = check_overrides(overrides if overrides is not None else {}, block_names)
     evaluation = evaluate(rules, inputs.values, {"block_names": block_names}, derived, user)
     decisions = evaluation.decisions
-    unset = [name for name in HYPERPARAMETERS if name not in decisions]
+    unset = [name for name in DECIDED if name not in decisions]
     if unset:
         raise ValueError(f"the rule table set no value for {', '.join(unset)}; every "
                          f"hyperparameter needs a default rule")
     return Recommendation(
         hyperparameters=_assemble(decisions, inputs.blocks, inputs.head_modules),
-        details=FrozenMap({name: _detail(decisions[name]) for name in HYPERPARAMETERS}),
+        details=FrozenMap({name: _detail(decisions[name]) for name in DECIDED}),
         reasons=evaluation.reasons,
         trace=evaluation.trace,
-        defaults_used=tuple(name for name in HYPERPARAMETERS if decisions[name].default),
+        defaults_used=tuple(name for name in DECIDED if decisions[name].default),
         overrides=user,
     )
 

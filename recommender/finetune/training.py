@@ -1,9 +1,9 @@
 """A small, deterministic supervised training loop on images held in memory.
 
-Used for the measured scratch accuracy (the paper's own measure of fit): the images of a
-small target set are decoded once, at a reduced resolution, into a uint8 tensor; each epoch
-draws augmented crops from it on the main process with a seeded generator, so the same seed
-gives the same numbers on the CPU.
+Used for fine-tuning runs and the measured scratch accuracy: each epoch draws augmented crops
+from the decoded images (:class:`recommender.data.tensors.ImageTensors`) on the main process
+with a seeded generator, so the same seed gives the same numbers on the CPU.
+:func:`build_optimizer` is the one place an optimiser is made.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,19 +18,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from heuristics.types import inside
-from recommender.images import UnreadableImage, changed_during_run, open_rgb
+from recommender.data.tensors import ImageTensors
 
-
-@dataclass(frozen=True)
-class ImageTensors:
-    """Images (N, 3, S, S) uint8, centre-cropped to S, and their class codes (N,) int64."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def subset(self, index: np.ndarray) -> ImageTensors:
-        index = torch.as_tensor(index, dtype=torch.long)
-        return ImageTensors(self.images[index], self.labels[index])
+OPTIMIZERS = ("sgd_nesterov", "sgd", "adamw")
 
 
 @dataclass(frozen=True)
@@ -48,28 +37,6 @@ class TrainConfig:
     label_smoothing: float = 0.1
     min_crop_scale: float = 0.35  # random-resized-crop area range [min, 1]
     schedule: str = "cosine"  # after the warm-up: "cosine", "step" or "constant"
-
-
-def load_image_tensors(paths: Sequence[Path], codes: Sequence[int], size: int,
-                       on_image: Callable[[int], None] | None = None) -> ImageTensors:
-    """Decode every image, resize its shorter side to ``size`` and centre-crop a square."""
-    from PIL import Image
-
-    images = torch.empty((len(paths), 3, size, size), dtype=torch.uint8)
-    for i, path in enumerate(paths):
-        try:
-            image = open_rgb(path)
-        except UnreadableImage as exc:
-            raise changed_during_run(path, exc.reason, "training") from None
-        scale = size / min(image.size)
-        w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-        image = image.resize((w, h), Image.BICUBIC)
-        left, top = (w - size) // 2, (h - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-        images[i] = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
-        if on_image is not None:
-            on_image(1)
-    return ImageTensors(images, torch.as_tensor(np.asarray(codes), dtype=torch.long))
 
 
 def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Sequence[float],
@@ -96,12 +63,7 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
     if groups is None:
         groups = decay_groups(model, config.weight_decay)
     peaks = [group.get("lr", config.lr) for group in groups]
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    else:
-        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                                    nesterov=config.optimizer == "sgd_nesterov"
-                                    and config.momentum > 0)
+    optimizer = build_optimizer(groups, config.optimizer, config.lr, config.momentum)
     n = data.labels.numel()
     steps_per_epoch = max(1, n // config.batch_size)  # drop the last partial batch
     total = steps_per_epoch * config.epochs
@@ -136,6 +98,25 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)))
     return model.eval()
+
+
+def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float
+                    ) -> torch.optim.Optimizer:
+    """The optimiser ``name`` over parameter ``groups``: SGD (with Nesterov momentum for
+    ``"sgd_nesterov"``) or AdamW. Each group carries its own ``weight_decay`` (0 where a
+    regulariser in the loss is the penalty); ``lr`` is the default for groups without one.
+
+    Raises
+    ------
+    ValueError
+        An optimiser name other than those of :data:`OPTIMIZERS`.
+    """
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
+    if name in ("sgd", "sgd_nesterov"):
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum,
+                               nesterov=name == "sgd_nesterov" and momentum > 0)
+    raise ValueError(f"Unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}.")
 
 
 class TrainingDiverged(RuntimeError):

@@ -12,28 +12,32 @@ inputs skips them and goes on (resumable), and a trial cut short is run again.
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from heuristics import Detail, Hyperparameters, Recommendation
+from recommender.cache import cache_dir, digest
 from recommender.errors import UsageError
+from recommender.finetune.runs import Run, SettingResult, SettingRunner, lp_epochs_for
+from recommender.finetune.training import TrainingDiverged
 
 # The axes searched, and how each is drawn from the recommendation's range.
 AXES = ("reinit_top_blocks", "split_block", "base_lr", "l2sp_weight", "lp_ft")
 
 
-def space(details: Mapping[str, Mapping[str, Any]], hp: Mapping[str, Any]
-          ) -> dict[str, tuple[str, Any]]:
+def space(details: Mapping[str, Detail], hp: Hyperparameters) -> dict[str, tuple[str, Any]]:
     """``{axis: (kind, bounds)}`` from the recommendation's ranges: ``int`` (lo, hi),
     ``log`` (lo, hi), ``choice`` (values). An axis whose range is one value is left out; a
     range always holds the recommended value itself (the search starts there)."""
     out: dict[str, tuple[str, Any]] = {}
     for axis in AXES:
-        span = details.get(axis, {}).get("range")
+        detail = details.get(axis)
+        span = detail.range if detail is not None else None
         if span is None:
             continue
-        value = hp.get(axis)
+        value = getattr(hp, axis)
         if axis == "reinit_top_blocks":
             lo, hi = min(int(span[0]), value), max(int(span[-1]), value)
             if hi > lo:
@@ -54,17 +58,17 @@ def space(details: Mapping[str, Mapping[str, Any]], hp: Mapping[str, Any]
     return out
 
 
-def recommended_params(space_: Mapping[str, tuple[str, Any]], hp: Mapping[str, Any]
+def recommended_params(space_: Mapping[str, tuple[str, Any]], hp: Hyperparameters
                        ) -> dict[str, Any]:
     """The recommended point in the search's own parameters."""
     params: dict[str, Any] = {}
     for axis, (_kind, bounds) in space_.items():
         if axis == "l2sp_on":
-            params[axis] = hp.get("l2sp_weight", 0.0) > 0
-        elif axis == "l2sp_weight" and not hp.get("l2sp_weight"):
+            params[axis] = hp.l2sp_weight > 0
+        elif axis == "l2sp_weight" and not hp.l2sp_weight:
             params[axis] = bounds[1]  # unused while l2sp_on is False
         else:
-            params[axis] = hp[axis]
+            params[axis] = getattr(hp, axis)
     return params
 
 
@@ -74,6 +78,71 @@ def to_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
     if params.get("l2sp_on") is False:
         out["l2sp_weight"] = 0.0
     return out
+
+
+def search_near(
+    recommendation: Recommendation,
+    remake: Callable[[Mapping[str, Any]], Recommendation],
+    runner: SettingRunner,
+    recommended: SettingResult,
+    *,
+    trials: int,
+    storage: Path | None,
+    fixed: Sequence[str],
+    seed: int,
+) -> tuple[SettingResult, dict[str, Any]]:
+    """Search ``trials`` settings within ``recommendation``'s ranges, starting from it (its
+    ``recommended`` runs are the first trial); the best by validation accuracy is trained on
+    every seed of ``runner``. Returns that setting and the search's record for the JSON.
+
+    The study lives in ``storage`` (default: a journal in the cache folder, keyed by the
+    inputs), so an interrupted search resumes; ``fixed`` names hyperparameters the user set,
+    which are not searched.
+    """
+    hp = recommendation.hyperparameters
+    split, budget, first_seed = runner.split, runner.budget, runner.seeds[0]
+    space_ = {k: v for k, v in space(recommendation.details, hp).items()
+              if k not in fixed and not (k == "l2sp_on" and "l2sp_weight" in fixed)}
+    start = recommended_params(space_, hp)
+    key = digest({"samples": [[str(p), c] for p, c in split.samples],
+                  "train": split.train.tolist(), "val": split.val.tolist(),
+                  "model": runner.backbone.weights_id, "budget": budget.to_dict(),
+                  "seed": first_seed, "space": space_, "fixed": sorted(fixed),
+                  "device": runner.device})
+    storage = Path(storage) if storage else cache_dir() / "search" / f"{key}.journal"
+
+    def evaluate(extra: dict[str, Any]) -> tuple[float, float]:
+        try:
+            run = runner.trial(remake(extra).hyperparameters)
+        except TrainingDiverged:  # a learning rate too high: the worst score, not an end
+            return 0.0, 0.0
+        return run.val_accuracy, run.test_accuracy
+
+    runner.say(f"Searching {trials} settings within the recommended ranges "
+               f"(resumable: {storage})")
+    mark = time.perf_counter()
+    first = recommended.runs[0]
+    progress = runner.progress
+    on_trial_bar = progress("search", trials, "trials") if progress else None
+    found = run_search(
+        trials, space_=space_, start=start, evaluate=evaluate, storage=storage,
+        study_name=key, seed=seed, known=[(start, first.val_accuracy, first.test_accuracy)],
+        on_trial=(lambda _d, _t: on_trial_bar(1)) if on_trial_bar else None)
+    runner.timings["search_s"] = time.perf_counter() - mark
+    best = best_trial(found)
+    if best["number"] == found[0]["number"]:  # the recommended point itself
+        best_result = SettingResult("best_found", hp, recommended.runs, dict(best["overrides"]))
+    else:
+        best_hp = remake(best["overrides"]).hyperparameters
+        done = {first_seed: Run(first_seed, best["val_accuracy"], best["test_accuracy"],
+                                lp_epochs_for(best_hp, budget))}
+        best_result = runner.train("best_found", best_hp, done=done,
+                                   overrides=best["overrides"])
+    info = {"trials": found, "space": {k: [kind, list(b) if isinstance(b, tuple) else b]
+                                       for k, (kind, b) in space_.items()},
+            "best_trial": best["number"], "storage": str(storage),
+            "sampler": "optuna TPESampler", "objective": f"validation accuracy, seed {first_seed}"}
+    return best_result, info
 
 
 def _suggest(trial, space_: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
@@ -200,12 +269,3 @@ def _distributions(space_: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
 def best_trial(trials: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
     """The highest validation accuracy; on a tie, the earliest (the recommended point first)."""
     return max(trials, key=lambda t: (t["val_accuracy"], -t["number"]))
-
-
-def describe(params: Mapping[str, Any]) -> str:
-    parts = []
-    for key, value in params.items():
-        if isinstance(value, float):
-            value = f"{value:.3g}" if value and math.isfinite(value) else value
-        parts.append(f"{key}={value}")
-    return ", ".join(parts)

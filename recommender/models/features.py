@@ -22,11 +22,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from recommender.backbones import Backbone
-from recommender.bnstats import BatchNormRecorder
 from recommender.cache import atomic_write, cache_dir, digest
+from recommender.data.images import UnreadableImage, changed_during_run, open_rgb
 from recommender.errors import UsageError
-from recommender.images import UnreadableImage, changed_during_run, open_rgb
+from recommender.models.backbones import Backbone
+from recommender.models.bnstats import BatchNormRecorder
 
 # Bump when what is stored changes, so old cache entries are not reused.
 FEATURES_VERSION = 2
@@ -38,7 +38,7 @@ class Features:
 
     blocks: tuple[str, ...]
     pretrained: tuple[np.ndarray, ...]
-    random_init: tuple[np.ndarray, ...]
+    random_features: tuple[np.ndarray, ...]  # the same blocks of the untrained twin
     source_probs: np.ndarray  # (N, Cs) softmax of the pre-trained source head
     # Per block: (4, K) float64 rows target mean, target variance, running mean, running
     # variance over the K channels of the block's BatchNorm layers (variances + the layer's
@@ -152,7 +152,7 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
         _ImageFiles(paths, transform), batch_size=batch_size, shuffle=False,
         num_workers=workers, pin_memory=device.startswith("cuda"), collate_fn=_collate,
     )
-    models = [backbone.model, backbone.random_init()]
+    models = [backbone.model, backbone.untrained_model()]
     modes = [m.training for m in models]
     # channels_last is about 1.4x faster for these convolutions on CPU (and on GPU).
     for model in models:
@@ -209,7 +209,7 @@ def _pool(tensor: torch.Tensor) -> torch.Tensor:
 
 def _save(path: Path, features: Features) -> None:
     arrays = {"source_probs": features.source_probs}
-    for name, pre, rnd in zip(features.blocks, features.pretrained, features.random_init):
+    for name, pre, rnd in zip(features.blocks, features.pretrained, features.random_features):
         arrays[f"pretrained/{name}"] = pre
         arrays[f"random_init/{name}"] = rnd
     for name, stats in zip(features.blocks, features.bn_stats):

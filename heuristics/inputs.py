@@ -1,4 +1,4 @@
-"""The front door: check what :func:`heuristics.recommend` was given, once, with clear errors.
+"""The front door: check what :func:`heuristics.advise` was given, once, with clear errors.
 
 Everything after this module works on validated, plain-Python values and does not check again.
 """
@@ -28,10 +28,10 @@ class Inputs:
     head_modules: tuple[str, ...]
 
 
-def validate(measures: Mapping[str, Any], profile: Mapping[str, Sequence[Any]],
-             blocks: Sequence[Any], head_modules: Sequence[str], num_images: Any,
-             num_classes: Any, bounds: Mapping[str, tuple[float, float] | None]) -> Inputs:
-    """Check and normalise the inputs of :func:`heuristics.recommend`.
+def check_inputs(measures: Mapping[str, Any], profile: Mapping[str, Sequence[Any]],
+                 blocks: Sequence[Any], head_modules: Sequence[str], num_images: Any,
+                 num_classes: Any, bounds: Mapping[str, tuple[float, float] | None]) -> Inputs:
+    """Check and normalise the inputs of :func:`heuristics.advise`.
 
     Measures and profiles whose names are not in ``bounds`` are ignored. Empty profiles count
     as not given. Profiles are stored as ``"profile.<name>"``.

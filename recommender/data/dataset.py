@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from recommender.data.images import IMAGE_EXTENSIONS, UnreadableImage, open_rgb
 from recommender.errors import DatasetError, UsageError
-from recommender.images import IMAGE_EXTENSIONS, UnreadableImage, open_rgb
 
 SOURCE_FOLDER = "folder"
 MIN_IMAGES_PER_CLASS = 2  # one image cannot be compared with another of its class

@@ -1,8 +1,10 @@
 """Put a recommendation into any PyTorch training loop.
 
 :func:`apply_recommendation` takes a model with pre-trained weights and a recommendation (the
-object :func:`recommender.recommend` returns, its JSON document, or just the hyperparameters)
-and returns what a plain loop needs::
+:class:`~recommender.pipeline.Result` of :func:`recommender.recommend`, a
+``heuristics.Recommendation`` or its ``heuristics.Hyperparameters``; a JSON document is read
+with ``Hyperparameters.from_dict(document["recommendation"]["hyperparameters"])``) and
+returns what a plain loop needs::
 
     applied = apply_recommendation(model, result, num_classes=10)
     optimizer = applied.optimizer()          # one parameter group per learning-rate group
@@ -27,7 +29,9 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from heuristics import Hyperparameters, LrGroup, Recommendation
 from heuristics.types import inside
+from recommender.finetune.training import build_optimizer
 
 # What ``exclude_from_decay`` may name, and the parameters each kind covers.
 NORM_LAYERS = (_BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
@@ -100,7 +104,7 @@ class Applied:
     groups: tuple[ParamGroup, ...]
     regulariser: L2SPRegulariser
     reinitialised: tuple[str, ...]  # parameter and buffer names given fresh values
-    hyperparameters: Mapping[str, Any]
+    hyperparameters: Hyperparameters
 
     def param_groups(self) -> list[dict[str, Any]]:
         """``torch.optim`` parameter groups: ``params``, ``lr``, ``name``, no weight decay (the
@@ -113,37 +117,32 @@ class Applied:
     def optimizer(self) -> torch.optim.Optimizer:
         """The recommended optimiser over :meth:`param_groups`."""
         hp = self.hyperparameters
-        name, groups = hp.get("optimizer", "sgd_nesterov"), self.param_groups()
-        if name == "adamw":
-            return torch.optim.AdamW(groups, lr=hp["base_lr"], weight_decay=0.0)
-        if name in ("sgd", "sgd_nesterov"):
-            return torch.optim.SGD(groups, lr=hp["base_lr"], momentum=hp.get("momentum", 0.9),
-                                   nesterov=name == "sgd_nesterov" and hp.get("momentum", 0.9) > 0)
-        raise ApplyError(f"Unknown optimizer {name!r}; expected sgd_nesterov, sgd or adamw.")
+        try:
+            return build_optimizer(self.param_groups(), hp.optimizer, hp.base_lr, hp.momentum)
+        except ValueError as exc:
+            raise ApplyError(str(exc)) from None
 
     def head_names(self) -> tuple[str, ...]:
         """Parameters of the new layers (the head group): what LP-FT trains first."""
         return next((g.names for g in self.groups if g.name == "head"), ())
 
 
-def hyperparameters_of(recommendation: Any) -> dict[str, Any]:
-    """The hyperparameters dict inside any form of recommendation: a pipeline ``Result``, a
-    ``heuristics.Recommendation``, their ``to_dict()`` / JSON documents, or the dict itself."""
-    if hasattr(recommendation, "recommendation"):  # pipeline Result
-        recommendation = recommendation.recommendation
-    if hasattr(recommendation, "to_dict"):
-        recommendation = recommendation.to_dict()
-    if not isinstance(recommendation, Mapping):
-        raise ApplyError(f"Not a recommendation: {type(recommendation).__name__}")
-    if "recommendation" in recommendation:  # the whole JSON document
-        recommendation = recommendation["recommendation"]
-    if "hyperparameters" in recommendation:
-        recommendation = recommendation["hyperparameters"]
-    missing = {"lr_groups", "base_lr"} - set(recommendation)
-    if missing:
-        raise ApplyError(f"The recommendation lacks {', '.join(sorted(missing))}; pass the "
-                         "JSON document nbtl-recommend wrote, or its 'hyperparameters'.")
-    return dict(recommendation)
+def hyperparameters_of(recommendation: Any) -> Hyperparameters:
+    """The hyperparameters of a pipeline ``Result``, a ``heuristics.Recommendation``, or the
+    ``Hyperparameters`` themselves."""
+    if isinstance(recommendation, Hyperparameters):
+        return recommendation
+    if isinstance(recommendation, Recommendation):
+        return recommendation.hyperparameters
+    if isinstance(getattr(recommendation, "recommendation", None), Recommendation):
+        return recommendation.recommendation.hyperparameters  # a pipeline Result
+    if isinstance(recommendation, Mapping):
+        raise ApplyError("A JSON recommendation must be read into Hyperparameters first: "
+                         "heuristics.Hyperparameters.from_dict(document['recommendation']"
+                         "['hyperparameters']).")
+    raise ApplyError(f"Not a recommendation: {type(recommendation).__name__}; pass the Result "
+                     "of recommender.recommend, a heuristics.Recommendation or its "
+                     "Hyperparameters.")
 
 
 def apply_recommendation(
@@ -161,8 +160,8 @@ def apply_recommendation(
     model : nn.Module
         The pre-trained network, e.g. ``timm.create_model(..., pretrained=True)``.
     recommendation
-        A pipeline ``Result``, a ``heuristics.Recommendation``, the JSON document (as a dict)
-        or its ``hyperparameters``.
+        A pipeline ``Result``, a ``heuristics.Recommendation`` or ``heuristics.Hyperparameters``
+        (from a JSON document: ``Hyperparameters.from_dict``).
     num_classes : int, optional
         Give the head this many outputs (``reset_classifier`` on timm models, else each
         ``nn.Linear`` of the head group is replaced). Without it the head keeps its shape and
@@ -181,19 +180,18 @@ def apply_recommendation(
         or a trainable parameter in none.
     """
     hp = hyperparameters_of(recommendation)
-    groups_spec = list(hp["lr_groups"])
     modules = dict(model.named_modules())
-    for spec in groups_spec:
-        for name in spec.get("modules", ()):
+    for spec in hp.lr_groups:
+        for name in spec.modules:
             if name not in modules:
-                raise ApplyError(f"Group {spec['name']!r} names module {name!r}, which the model "
+                raise ApplyError(f"Group {spec.name!r} names module {name!r}, which the model "
                                  "does not have: was the recommendation made for another model?")
-    reinit_modules = list(hp.get("reinit_modules", ()))
+    reinit_modules = list(hp.reinit_modules)
     for name in reinit_modules:
         if name not in modules:
             raise ApplyError(f"Module {name!r} to re-initialise is not in the model.")
-    head_spec = next((g for g in groups_spec if g["name"] == "head"), None)
-    head_modules = list(head_spec["modules"]) if head_spec else []
+    head_spec = next((g for g in hp.lr_groups if g.name == "head"), None)
+    head_modules = list(head_spec.modules) if head_spec else []
 
     # The values before anything changes; their parameters are the L2-SP reference.
     before = _tensors(model)
@@ -209,8 +207,8 @@ def apply_recommendation(
     fresh = set(reinitialised) | {n for n, _ in model.named_parameters() if n not in pretrained}
     fresh |= {n for n in pretrained if inside(n, reinit_modules + head_modules)}
 
-    groups = _assign(model, groups_spec)
-    excluded = _excluded(model, hp.get("exclude_from_decay", ("batchnorm",)))
+    groups = _assign(model, hp.lr_groups)
+    excluded = _excluded(model, hp.exclude_from_decay)
     l2sp, l2 = [], []
     for group in groups:
         for name in group.names:
@@ -221,28 +219,10 @@ def apply_recommendation(
                 l2sp.append(name)
             else:
                 l2.append(name)
-    regulariser = L2SPRegulariser(model, l2sp, l2, alpha=hp.get("l2sp_weight", 0.0),
-                                  beta=hp.get("l2_weight", 0.0), reference=pretrained)
+    regulariser = L2SPRegulariser(model, l2sp, l2, alpha=hp.l2sp_weight, beta=hp.l2_weight,
+                                  reference=pretrained)
     return Applied(model=model, groups=tuple(groups), regulariser=regulariser,
                    reinitialised=reinitialised, hyperparameters=hp)
-
-
-def binary_default(lr: float = 0.01, weight_decay: float = 1e-4, momentum: float = 0.9,
-                   head_modules: Iterable[str] = ()) -> dict[str, Any]:
-    """The common "binary" fine-tuning setting as hyperparameters: every layer transferred, a
-    new head, one learning rate for all (SGD with Nesterov momentum), and L2 weight decay
-    toward zero on every parameter."""
-    return {
-        "reinit_top_blocks": 0, "reinit_modules": [],
-        "lr_groups": [
-            {"name": "head", "lr": lr, "modules": list(head_modules), "penalty": "l2",
-             "rest": False},
-            {"name": "all", "lr": lr, "modules": [], "penalty": "l2", "rest": True},
-        ],
-        "optimizer": "sgd_nesterov", "momentum": momentum, "base_lr": lr,
-        "l2sp_weight": 0.0, "l2_weight": weight_decay, "exclude_from_decay": [],
-        "lp_ft": False, "lp_epochs": 0,
-    }
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -293,32 +273,31 @@ def _new_head(model: nn.Module, head_modules: Sequence[str], num_classes: int | 
                     sub.reset_parameters()
 
 
-def _assign(model: nn.Module, specs: Sequence[Mapping[str, Any]]) -> list[ParamGroup]:
+def _assign(model: nn.Module, specs: Sequence[LrGroup]) -> list[ParamGroup]:
     """Each trainable parameter into the group whose modules contain it, else the ``rest``
     group; exactly one group per parameter."""
-    rest = [s for s in specs if s.get("rest")]
+    rest = [s for s in specs if s.rest]
     if len(rest) > 1:
-        raise ApplyError(f"More than one 'rest' group: {[s['name'] for s in rest]}")
-    members: dict[str, list[str]] = {s["name"]: [] for s in specs}
+        raise ApplyError(f"More than one 'rest' group: {[s.name for s in rest]}")
+    members: dict[str, list[str]] = {s.name: [] for s in specs}
     unplaced = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        owners = [s["name"] for s in specs if inside(name, s.get("modules", ()))]
+        owners = [s.name for s in specs if inside(name, s.modules)]
         if len(owners) > 1:
             raise ApplyError(f"Parameter {name!r} is in groups {owners}; a parameter must be in "
                              "exactly one.")
         if owners:
             members[owners[0]].append(name)
         elif rest:
-            members[rest[0]["name"]].append(name)
+            members[rest[0].name].append(name)
         else:
             unplaced.append(name)
     if unplaced:
         raise ApplyError(f"{len(unplaced)} trainable parameters are in no group (e.g. "
                          f"{unplaced[0]!r}): was the recommendation made for another model?")
-    return [ParamGroup(s["name"], float(s["lr"]), s.get("penalty", "l2"),
-                       tuple(members[s["name"]])) for s in specs]
+    return [ParamGroup(s.name, float(s.lr), s.penalty, tuple(members[s.name])) for s in specs]
 
 
 def _excluded(model: nn.Module, kinds: Iterable[str]) -> set[str]:

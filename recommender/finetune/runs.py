@@ -1,0 +1,282 @@
+"""One fine-tuning run of one setting with one seed, and a setting's runs over seeds.
+
+A *setting* is one named set of hyperparameters that is trained and scored: the binary
+default, the recommendation, the best one a search found, or a benchmark grid cell. Every
+setting of a comparison shares one :class:`Budget` (epochs, resolution, batch, augmentation,
+label smoothing, warm-up and schedule), so that they differ only on the paper's axes.
+Finished runs are kept in the cache folder, keyed by everything that decides their numbers, so
+that a rerun (a larger ``--search``, more ``--validate-seeds``, an interrupted validation)
+trains only what it has not seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from heuristics import Hyperparameters
+from heuristics.types import plain
+from recommender.cache import atomic_write, cache_dir, digest
+from recommender.config import ValidationOptions
+from recommender.errors import UsageError
+from recommender.finetune.apply import apply_recommendation
+from recommender.finetune.training import TrainConfig, TrainingDiverged, accuracy, train
+
+if TYPE_CHECKING:
+    from recommender.data.splits import DataSplit
+    from recommender.data.tensors import ImageTensors
+    from recommender.models.backbones import Backbone
+
+Progress = Callable[[str, int, str], Callable[[int], None]]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What every setting of a comparison shares."""
+
+    epochs: int = ValidationOptions.epochs
+    image_size: int = ValidationOptions.image_size
+    batch_size: int = 16
+    label_smoothing: float = 0.1
+    warmup_fraction: float = 0.1
+    schedule: str = "cosine"
+
+    @classmethod
+    def for_recommendation(cls, hp: Hyperparameters, epochs: int, image_size: int) -> Budget:
+        """``epochs`` at ``image_size`` px with the recommendation's batch size and label
+        smoothing."""
+        return cls(epochs=epochs, image_size=image_size, batch_size=hp.batch_size,
+                   label_smoothing=hp.label_smoothing)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "image_size": self.image_size,
+                "batch_size": self.batch_size, "label_smoothing": self.label_smoothing,
+                "warmup_fraction": self.warmup_fraction, "schedule": self.schedule,
+                "augmentation": "random-resized crop (area 0.35-1) and horizontal flip"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training of one setting with one seed."""
+
+    seed: int
+    val_accuracy: float
+    test_accuracy: float
+    lp_epochs: int
+    seconds: float = field(default=0.0, compare=False)
+    cached: bool = field(default=False, compare=False)  # read back from the run cache
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "val_accuracy": self.val_accuracy,
+                "test_accuracy": self.test_accuracy, "lp_epochs": self.lp_epochs}
+
+
+@dataclass(frozen=True)
+class SettingResult:
+    """A setting's runs over the seeds."""
+
+    name: str
+    hyperparameters: Hyperparameters
+    runs: tuple[Run, ...]
+    overrides: Mapping[str, Any] | None = None  # for a searched setting: its values
+
+    @property
+    def test(self) -> np.ndarray:
+        return np.array([r.test_accuracy for r in self.runs])
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        val = np.array([r.val_accuracy for r in self.runs])
+        return {"name": self.name, "test_mean": float(self.test.mean()),
+                "test_spread": spread(self.test), "val_mean": float(val.mean()),
+                "val_spread": spread(val), "runs": [r.to_dict() for r in self.runs],
+                "overrides": dict(self.overrides) if self.overrides is not None else None,
+                "hyperparameters": plain(self.hyperparameters)}
+
+
+def spread(values: np.ndarray) -> float | None:
+    """Sample standard deviation over seeds (None with one seed)."""
+    return float(np.std(values, ddof=1)) if values.size > 1 else None
+
+
+def lp_epochs_for(hp: Hyperparameters, budget: Budget) -> int:
+    """The head-only epochs within the budget: the recommendation's share of its own epochs."""
+    if not hp.lp_ft:
+        return 0
+    share = hp.lp_epochs / max(1, hp.epochs)
+    return min(budget.epochs - 1, max(1, round(share * budget.epochs)))
+
+
+def run_setting(
+    hp: Hyperparameters,
+    backbone: Backbone,
+    data: ImageTensors,
+    split: DataSplit,
+    budget: Budget,
+    *,
+    seed: int,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    label: str = "",
+) -> Run:
+    """Fine-tune a copy of the pre-trained model with hyperparameters ``hp`` on the training
+    part of ``split``; accuracy on its validation and test parts."""
+    start = time.perf_counter()
+    cfg = backbone.data_config
+    train_data = data.subset(split.train)
+    batch = min(budget.batch_size, int(split.train.size))
+    steps_per_epoch = max(1, int(split.train.size) // batch)
+    lp = lp_epochs_for(hp, budget)
+    on_epoch_bar = progress(f"{label} epochs", budget.epochs, "epochs") if progress else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = copy.deepcopy(backbone.model)
+        init_model = backbone.untrained_model() if hp.reinit_modules else None
+        applied = apply_recommendation(model, hp, num_classes=len(split.classes), seed=seed,
+                                       init_model=init_model)
+        applied.regulariser.to(device)
+        phases = []
+        if lp:
+            head = set(applied.head_names())
+            frozen = sorted({n.rpartition(".")[0] for n, _ in model.named_parameters()
+                             if n not in head})
+            groups = [g for g in applied.param_groups() if g["name"] == "head"]
+            phases.append((lp, groups, frozen))
+        phases.append((budget.epochs - lp, applied.param_groups(), []))
+        for i, (epochs, groups, frozen) in enumerate(phases):
+            trainable = {id(p) for g in groups for p in g["params"]}
+            for p in model.parameters():
+                p.requires_grad_(id(p) in trainable)
+            config = TrainConfig(
+                epochs=epochs, lr=hp.base_lr, weight_decay=0.0, batch_size=batch,
+                optimizer=hp.optimizer, momentum=hp.momentum,
+                warmup_fraction=budget.warmup_fraction, label_smoothing=budget.label_smoothing,
+                schedule=budget.schedule)
+            on_batch = progress(f"{label} batches", epochs * steps_per_epoch, "batches") \
+                if progress else None
+            train(model, train_data, config, mean=cfg["mean"], std=cfg["std"],
+                  seed=seed * 1000 + i, device=device, groups=groups,
+                  regulariser=applied.regulariser, frozen=frozen,
+                  on_epoch=(lambda _e, _l: on_epoch_bar(1)) if on_epoch_bar else None,
+                  on_batch=on_batch)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        val = accuracy(model, data.subset(split.val), mean=cfg["mean"], std=cfg["std"],
+                       device=device)
+        test = accuracy(model, data.subset(split.test), mean=cfg["mean"], std=cfg["std"],
+                        device=device)
+    return Run(seed=seed, val_accuracy=val, test_accuracy=test, lp_epochs=lp,
+               seconds=time.perf_counter() - start)
+
+
+def run_seeds(name: str, hp: Hyperparameters, backbone: Backbone, data: ImageTensors,
+              split: DataSplit, budget: Budget, seeds: Sequence[int], *, device: str,
+              progress: Progress | None = None, done: Mapping[int, Run] | None = None,
+              overrides: Mapping[str, Any] | None = None,
+              use_cache: bool = True) -> SettingResult:
+    """``hp`` trained once per seed. A run already in ``done``, or finished by an earlier
+    call with the same inputs (the run cache; off with ``use_cache=False``), is re-used."""
+    runs = []
+    for seed in seeds:
+        if done and seed in done:
+            runs.append(done[seed])
+            continue
+        path = _run_path(hp, backbone, split, budget, seed, device)
+        cached = _read_run(path) if use_cache else None
+        if cached is not None:
+            runs.append(cached)
+            continue
+        try:
+            run = run_setting(hp, backbone, data, split, budget, seed=seed, device=device,
+                              progress=progress, label=f"{name} seed {seed}")
+        except TrainingDiverged as exc:
+            raise UsageError(f"Fine-tuning the {name} setting diverged: {exc}.",
+                             "Lower its learning rate with --set base_lr=... (or the "
+                             "head_lr/upper_lr/lower_lr of one group).") from None
+        if use_cache:
+            _write_run(path, run)
+        runs.append(run)
+    return SettingResult(name, hp, tuple(runs),
+                         dict(overrides) if overrides is not None else None)
+
+
+@dataclass
+class SettingRunner:
+    """What every setting of one comparison shares: the backbone, the decoded images, the
+    data split, the budget, the seeds and the device; it trains settings and notes their
+    wall time in ``timings`` (``NAME_s``)."""
+
+    backbone: Backbone
+    data: ImageTensors
+    split: DataSplit
+    budget: Budget
+    seeds: tuple[int, ...]
+    device: str
+    use_cache: bool = True
+    say: Callable[[str], None] = lambda _text: None
+    progress: Progress | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def train(self, name: str, hp: Hyperparameters, *, done: Mapping[int, Run] | None = None,
+              overrides: Mapping[str, Any] | None = None) -> SettingResult:
+        """``hp`` on every seed (cached runs and those in ``done`` are re-used)."""
+        self.say(f"Fine-tuning the {name.replace('_', ' ')} setting: {len(self.seeds)} "
+                 f"seed(s), {self.budget.epochs} epochs at {self.budget.image_size} px")
+        mark = time.perf_counter()
+        result = run_seeds(name, hp, self.backbone, self.data, self.split, self.budget,
+                           self.seeds, device=self.device, progress=self.progress,
+                           use_cache=self.use_cache, done=done, overrides=overrides)
+        self.timings[f"{name}_s"] = time.perf_counter() - mark
+        return result
+
+    def trial(self, hp: Hyperparameters) -> Run:
+        """``hp`` once, on the first seed, uncached (a search trial)."""
+        return run_setting(hp, self.backbone, self.data, self.split, self.budget,
+                           seed=self.seeds[0], device=self.device, progress=self.progress,
+                           label="search trial")
+
+
+
+# --- the run cache ---------------------------------------------------------------------------
+
+RUN_CACHE_VERSION = 1
+
+
+def _run_path(hp: Hyperparameters, backbone: Backbone, split: DataSplit, budget: Budget,
+              seed: int, device: str) -> Path:
+    key = digest({"version": RUN_CACHE_VERSION, "hp": plain(hp), "model": backbone.name,
+                  "weights": backbone.weights_id, "budget": budget.to_dict(), "seed": seed,
+                  "device": device.split(":")[0], "torch": torch.__version__,
+                  "samples": [[str(p), c] for p, c in split.samples],
+                  "split": [split.train.tolist(), split.val.tolist(), split.test.tolist()],
+                  "classes": list(split.classes)})
+    return cache_dir() / "runs" / f"{key}.json"
+
+
+def _read_run(path: Path) -> Run | None:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return Run(seed=int(record["seed"]), val_accuracy=float(record["val_accuracy"]),
+                   test_accuracy=float(record["test_accuracy"]),
+                   lp_epochs=int(record["lp_epochs"]), seconds=0.0, cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # absent or damaged: train again
+
+
+def _write_run(path: Path, run: Run) -> None:
+    text = json.dumps({**run.to_dict(), "seconds": run.seconds})
+    try:
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except OSError:
+        pass  # a read-only cache costs a rerun later, never this run
