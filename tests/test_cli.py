@@ -42,6 +42,7 @@ def sample_json(sample_dir, tmp_path_factory):
     return result
 
 
+@pytest.mark.slow
 def test_sample_run_writes_json_to_stdout_and_the_report_to_stderr(sample_json):
     document = json.loads(sample_json.stdout)
     assert document["schema_version"] == "1.1"
@@ -49,6 +50,7 @@ def test_sample_run_writes_json_to_stdout_and_the_report_to_stderr(sample_json):
     assert "Traceback" not in sample_json.stderr
 
 
+@pytest.mark.slow
 def test_sample_json_has_the_documented_fields(sample_json):
     document = json.loads(sample_json.stdout)
     assert document["dataset"]["num_classes"] == 10
@@ -63,6 +65,7 @@ def test_sample_json_has_the_documented_fields(sample_json):
                                                    "pretraining_gain"}
 
 
+@pytest.mark.slow
 def test_report_shows_the_dataset_the_probe_table_and_the_recommendation(
         monkeypatch, capsys, sample_dir):
     code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL)
@@ -72,6 +75,7 @@ def test_report_shows_the_dataset_the_probe_table_and_the_recommendation(
         assert text in out
 
 
+@pytest.mark.slow
 def test_json_file_is_written_where_asked(monkeypatch, capsys, sample_dir, tmp_path):
     target = tmp_path / "out.json"
     code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--json", str(target))
@@ -79,6 +83,7 @@ def test_json_file_is_written_where_asked(monkeypatch, capsys, sample_dir, tmp_p
     assert json.loads(target.read_text())["dataset"]["num_images"] == 30
 
 
+@pytest.mark.slow
 def test_the_run_leaves_the_dataset_folder_untouched(monkeypatch, capsys, sample_dir):
     before = tree(sample_dir)
     run(monkeypatch, capsys, str(sample_dir), *SMALL, "--quiet")
@@ -153,6 +158,7 @@ def test_help_documents_the_exit_codes(monkeypatch, capsys):
     assert code == 0 and "Exit codes" in out and "--max-per-class" in out
 
 
+@pytest.mark.slow
 def test_skipped_files_are_listed_in_the_report_and_the_json(monkeypatch, capsys, sample_dir,
                                                                tmp_path):
     import shutil
@@ -180,6 +186,7 @@ def test_version_prints_the_package_version(monkeypatch, capsys):
     assert code == 0 and out.strip() == f"nbtl {version('nbtl')}"
 
 
+@pytest.mark.slow
 def test_set_overrides_a_setting_and_the_report_marks_it(monkeypatch, capsys, sample_dir,
                                                          tmp_path):
     target = tmp_path / "out.json"
@@ -207,6 +214,7 @@ def test_the_same_setting_twice_is_a_usage_error(monkeypatch, capsys, sample_dir
     assert code == EXIT_USAGE and "twice" in err
 
 
+@pytest.mark.slow
 def test_scratch_adds_its_measure_and_time_to_the_report(monkeypatch, capsys, sample_dir):
     code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--scratch",
                        "--scratch-epochs", "1")
@@ -234,6 +242,7 @@ VALIDATE = ["--max-per-class", "5", "--workers", "0", "--validate-epochs", "2",
             "--validate-size", "32"]
 
 
+@pytest.mark.slow
 def test_validate_reports_both_settings_and_writes_them_to_the_json(monkeypatch, capsys,
                                                                     sample_dir, tmp_path):
     target = tmp_path / "out.json"

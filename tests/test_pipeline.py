@@ -15,6 +15,7 @@ def result(sample_dir):
     return recommender.recommend(sample_dir, max_per_class=4, workers=0)
 
 
+@pytest.mark.slow
 def test_api_result_carries_dataset_model_measures_and_recommendation(result):
     assert len(result.dataset.samples) == 40
     assert result.model["name"] == "tf_efficientnet_lite0"
@@ -23,22 +24,26 @@ def test_api_result_carries_dataset_model_measures_and_recommendation(result):
     assert 0 <= hp["reinit_top_blocks"] < len(result.blocks)
 
 
+@pytest.mark.slow
 def test_every_registered_probe_is_measured(result):
     assert [p.name for p in result.probes] == [p.name for p in probes.list_probes()]
 
 
+@pytest.mark.slow
 def test_feature_probes_are_per_block_and_source_head_probes_are_once(result):
     by_name = {p.name: p for p in result.probes}
     assert by_name["logme"].per_block and len(by_name["logme"].values) == 6
     assert not by_name["leep"].per_block and len(by_name["leep"].values) == 1
 
 
+@pytest.mark.slow
 def test_linear_probe_on_pretrained_features_beats_chance(result):
     probe = {p.name: p for p in result.probes}["linear_probe_accuracy"]
     assert probe.summary.value > 0.3  # 10 classes: chance is 0.1
     assert probe.summary.spread is not None
 
 
+@pytest.mark.slow
 def test_json_document_is_strict_json_with_the_schema_fields(result):
     document = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert {"schema_version", "dataset", "model", "measures", "recommendation"} <= set(document)
@@ -49,6 +54,7 @@ def without_timings(document: dict) -> dict:
     return {k: v for k, v in document.items() if k != "timings"}
 
 
+@pytest.mark.slow
 def test_same_inputs_and_seed_give_the_same_json(sample_dir, result):
     again = recommender.recommend(sample_dir, max_per_class=4, workers=0, use_cache=False)
     assert json.dumps(without_timings(again.to_dict())) == json.dumps(
@@ -57,11 +63,13 @@ def test_same_inputs_and_seed_give_the_same_json(sample_dir, result):
     assert set(result.to_dict()["timings"]) >= {"features_s", "probes_s", "total_s"}
 
 
+@pytest.mark.slow
 def test_another_seed_samples_other_images(sample_dir, result):
     other = recommender.recommend(sample_dir, max_per_class=4, seed=1, workers=0)
     assert other.dataset.samples != result.dataset.samples
 
 
+@pytest.mark.slow
 def test_stage_callback_hears_each_step(sample_dir):
     heard = []
     recommender.recommend(sample_dir, max_per_class=2, workers=0, on_stage=heard.append)
@@ -104,11 +112,13 @@ def test_a_block_without_batchnorm_reports_the_bn_shift_as_unavailable_not_zero(
     assert "no BatchNorm layer" in shift.errors[1]
 
 
+@pytest.mark.slow
 def test_every_block_of_the_default_backbone_has_a_bn_shift(result):
     shift = next(p for p in result.probes if p.name == "bn_shift")
     assert all(m is not None and m.value >= 0 for m in shift.values)
 
 
+@pytest.mark.slow
 def test_overrides_win_and_are_recorded_in_the_settings(sample_dir):
     result = recommender.recommend(sample_dir, max_per_class=2, workers=0,
                                    overrides={"base_lr": 0.003, "reinit_top_blocks": 1})
@@ -119,6 +129,7 @@ def test_overrides_win_and_are_recorded_in_the_settings(sample_dir):
     assert doc["recommendation"]["details"]["base_lr"]["set_by"] == "override"
 
 
+@pytest.mark.slow
 def test_scratch_accuracy_is_measured_on_request_and_reaches_the_rules(sample_dir):
     result = recommender.recommend(sample_dir, max_per_class=4, workers=0, scratch=True,
                                    scratch_epochs=1)

@@ -74,6 +74,7 @@ def validated(sample_dir):
     return recommender.recommend(sample_dir, validate=True, validate_seeds=2, **TINY)
 
 
+@pytest.mark.slow
 def test_validation_compares_default_and_recommendation_over_paired_seeds(validated):
     v = validated.validation
     assert [s.name for s in v.settings] == ["default", "recommended"]
@@ -93,6 +94,7 @@ def test_validation_compares_default_and_recommendation_over_paired_seeds(valida
     assert default["l2sp_weight"] == 0 and {g["lr"] for g in default["lr_groups"]} == {0.01}
 
 
+@pytest.mark.slow
 def test_the_probes_see_only_the_training_split(validated):
     assert len(validated.dataset.samples) == 30 and validated.analysed == "train"
     train = {p for p, _ in validated.dataset.samples}
@@ -101,6 +103,7 @@ def test_the_probes_see_only_the_training_split(validated):
     assert not train & held_out
 
 
+@pytest.mark.slow
 def test_validation_is_deterministic(sample_dir, validated):
     # Trained again from scratch (no run cache): the same numbers.
     again = recommender.recommend(sample_dir, validate=True, validate_seeds=2, use_cache=False,
@@ -112,6 +115,7 @@ def test_validation_is_deterministic(sample_dir, validated):
     assert {"default_s", "recommended_s", "validation_s"} <= set(timings)
 
 
+@pytest.mark.slow
 def test_a_rerun_with_more_seeds_trains_only_the_new_seed(sample_dir, validated, monkeypatch):
     calls = []
     real = runs_mod.run_setting
@@ -124,6 +128,7 @@ def test_a_rerun_with_more_seeds_trains_only_the_new_seed(sample_dir, validated,
         assert new.runs[:2] == old.runs and [r.cached for r in new.runs] == [True, True, False]
 
 
+@pytest.mark.slow
 def test_lp_ft_and_reinitialised_blocks_train(sample_dir):
     result = recommender.recommend(sample_dir, validate=True, validate_seeds=1,
                                    overrides={"lp_ft": True, "reinit_top_blocks": 1}, **TINY)
@@ -223,6 +228,7 @@ def test_search_space_follows_the_recommendation_ranges():
                                               "l2sp_weight": 0.0, "lp_ft": False}
 
 
+@pytest.mark.slow
 def test_search_through_the_pipeline_reports_best_found_and_resumes(sample_dir, tmp_path,
                                                                     monkeypatch):
     db = tmp_path / "search.journal"
@@ -245,6 +251,7 @@ def test_search_through_the_pipeline_reports_best_found_and_resumes(sample_dir, 
     assert "best_found_minus_recommended" in doc["difference"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_validation_on_the_gpu_uses_mixed_precision(sample_dir):
     result = recommender.recommend(sample_dir, validate=True, validate_seeds=1, device="cuda",
@@ -262,6 +269,7 @@ def test_a_file_that_is_not_a_journal_is_a_usage_error(tmp_path):
     assert bad.read_text() == "these are my notes, not trials\n"
 
 
+@pytest.mark.slow
 def test_a_search_trial_that_diverges_scores_zero_and_the_search_goes_on(sample_dir, tmp_path,
                                                                          monkeypatch):
     real = runs_mod.run_setting
