@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import timm
@@ -148,3 +150,13 @@ def test_blocks_and_head_hold_every_parameter_exactly_once(name):
     assert all(len(hits) == 1 for hits in owners.values()), {
         k: v for k, v in owners.items() if len(v) != 1}
     assert len(blocks) == len(model.feature_info) + (name != "resnet18")
+
+
+def test_offline_leaves_the_processs_hub_setting_as_it_was(monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # conftest sets it for every test
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(ModelUnavailableError):
+        load_backbone("resnet18", offline=True)
+    assert "HF_HUB_OFFLINE" not in os.environ and hub_constants.HF_HUB_OFFLINE is False

@@ -152,3 +152,62 @@ def test_heuristics_imports_without_numpy():
             "bad = [m for m in ('numpy', 'probes', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+class _Imports(ast.NodeVisitor):
+    """The modules a file imports, at any depth (lazily too), except under ``TYPE_CHECKING``
+    (annotations only)."""
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+
+    def visit_If(self, node: ast.If) -> None:
+        if isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            for child in node.orelse:
+                self.visit(child)
+            return
+        self.generic_visit(node)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        self.found.update(alias.name for alias in node.names)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module:
+            self.found.add(node.module)
+            self.found.update(f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def _recommender_imports() -> dict[str, set[str]]:
+    """Which modules of ``recommender`` each one imports."""
+    root = REPO / "recommender"
+    names = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for module, path in names.items():
+        visitor = _Imports()
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8")))
+        # The top package's lazy attributes are strings, not imports: leave it out.
+        graph[module] = {m for m in visitor.found
+                         if m in names and m not in (module, "recommender")}
+    return graph
+
+
+def test_the_recommender_modules_import_each_other_without_a_cycle():
+    from graphlib import CycleError, TopologicalSorter
+
+    graph = _recommender_imports()
+    assert "recommender.finetune.runs" in graph and "recommender.data.splits" in graph
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+
+
+def test_the_sub_packages_do_not_import_the_pipeline_the_report_or_the_cli():
+    top = {"recommender.pipeline", "recommender.report", "recommender.cli"}
+    graph = _recommender_imports()
+    offenders = {m: sorted(deps & top) for m, deps in graph.items()
+                 if m.count(".") >= 2 and deps & top}
+    assert not offenders, offenders

@@ -11,6 +11,7 @@ from recommender.finetune.training import (
     TrainConfig,
     _lr_at,
     accuracy,
+    build_optimizer,
     decay_groups,
     train,
 )
@@ -60,3 +61,23 @@ def test_weight_decay_spares_batchnorm_and_biases():
     ids = {id(p) for p in spared["params"]}
     assert {id(model[1].weight), id(model[1].bias), id(model[0].bias), id(model[5].bias)} == ids
     assert len(decayed["params"]) + len(spared["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("name, kind, nesterov", [("sgd_nesterov", torch.optim.SGD, True),
+                                                  ("sgd", torch.optim.SGD, False),
+                                                  ("adamw", torch.optim.AdamW, None)])
+def test_one_builder_makes_every_optimiser_with_each_groups_own_decay(name, kind, nesterov):
+    layer = nn.Linear(3, 2)
+    groups = [{"params": [layer.weight], "weight_decay": 0.5, "lr": 0.2},
+              {"params": [layer.bias], "weight_decay": 0.0}]
+    optimizer = build_optimizer(groups, name, lr=0.1, momentum=0.9)
+    assert isinstance(optimizer, kind)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.5, 0.0]
+    assert [g["lr"] for g in optimizer.param_groups] == [0.2, 0.1]
+    if nesterov is not None:
+        assert optimizer.defaults["nesterov"] is nesterov
+
+
+def test_an_unknown_optimiser_is_refused_by_name():
+    with pytest.raises(ValueError, match="lion"):
+        build_optimizer([{"params": [nn.Parameter(torch.zeros(1))]}], "lion", 0.1, 0.9)
