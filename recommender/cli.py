@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +15,7 @@ import typer
 import heuristics
 from recommender import report
 from recommender.config import SCRATCH_EPOCHS, VALIDATE_MEASURED, Options, ValidationOptions
-from recommender.errors import EXIT_USAGE, NbtlError, UsageError
+from recommender.errors import EXIT_USAGE, NbtlError, NbtlWarning, UsageError
 
 _OPTIONS = Options()  # the defaults, shown in --help
 _VALIDATION = ValidationOptions()
@@ -178,7 +179,10 @@ def main() -> None:
     """Console-script entry point: NbtlError -> message on stderr and its exit code."""
     command = typer.main.get_command(app)
     try:
-        command.main(prog_name="nbtl-recommend", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", NbtlWarning)
+            warnings.showwarning = _show_warning
+            command.main(prog_name="nbtl-recommend", standalone_mode=False)
     except NbtlError as exc:
         report.print_error(exc)
         sys.exit(exc.exit_code)
@@ -195,6 +199,17 @@ def main() -> None:
               "This is a bug; please report it. Set NBTL_DEBUG=1 to see the traceback.",
               file=sys.stderr)
         sys.exit(1)
+
+
+_show_other_warning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """An :class:`NbtlWarning` as one line on stderr; any other warning as Python shows it."""
+    if issubclass(category, NbtlWarning):
+        print(f"nbtl-recommend: warning: {message}", file=sys.stderr)
+    else:
+        _show_other_warning(message, category, filename, lineno, file, line)
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -12,6 +12,11 @@ EXIT_DATA = 3  # the dataset cannot be used
 EXIT_MODEL = 4  # the backbone or its weights cannot be had
 
 
+class NbtlWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. a cache that cannot be
+    written): the command prints it as one line, ``nbtl-recommend: warning: ...``."""
+
+
 class NbtlError(Exception):
     """Base class: a problem the user can fix, with what to do about it."""
 
