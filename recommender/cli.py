@@ -8,7 +8,7 @@ import sys
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -21,6 +21,7 @@ _OPTIONS = Options()  # the defaults, shown in --help
 _VALIDATION = ValidationOptions()
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 class Device(str, Enum):
@@ -29,7 +30,7 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-@app.command()
+@app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def recommend_command(
     path: Annotated[Path | None, typer.Argument(
         help="Dataset folder: one sub-folder per class (ImageFolder), or the root that "
@@ -114,6 +115,9 @@ def recommend_command(
         return
     if path is None:
         raise UsageError("Missing the dataset PATH.", "Usage: nbtl-recommend PATH [OPTIONS]")
+    if json_out is not None and not json_out.strip():
+        raise UsageError("--json is given an empty file name.",
+                         "Give a file path, or '-' to write the JSON to stdout.")
     overrides = _parse_overrides(set_values or [])
     options = Options.from_kwargs(
         labels_csv=labels, model=model, weights=weights, image_size=image_size,
@@ -182,13 +186,12 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("always", NbtlWarning)
             warnings.showwarning = _show_warning
-            command.main(prog_name="nbtl-recommend", standalone_mode=False)
+            code = command.main(prog_name="nbtl-recommend", standalone_mode=False)
     except NbtlError as exc:
         report.print_error(exc)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        print("nbtl-recommend: interrupted.", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:
         if _is_usage_error(exc):
             exc.show()
@@ -199,6 +202,17 @@ def main() -> None:
               "This is a bug; please report it. Set NBTL_DEBUG=1 to see the traceback.",
               file=sys.stderr)
         sys.exit(1)
+    # Outside standalone mode, newer typer/click *return* an exit code (130 for Ctrl-C)
+    # where older ones raised: a returned code is the command's exit status.
+    if code == EXIT_INTERRUPTED:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _interrupted() -> NoReturn:
+    print("nbtl-recommend: interrupted.", file=sys.stderr)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 _show_other_warning = warnings.showwarning
@@ -207,7 +221,7 @@ _show_other_warning = warnings.showwarning
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """An :class:`NbtlWarning` as one line on stderr; any other warning as Python shows it."""
     if issubclass(category, NbtlWarning):
-        print(f"nbtl-recommend: warning: {message}", file=sys.stderr)
+        print(f"nbtl-recommend: warning: {report.printable(str(message))}", file=sys.stderr)
     else:
         _show_other_warning(message, category, filename, lineno, file, line)
 

@@ -17,9 +17,11 @@ import numpy as np
 import heuristics
 import probes
 from recommender.analysis import ProbeResult, block_profile, run_probes, summary_measures
+from recommender.cache import cache_dir
 from recommender.config import Options
 from recommender.data.dataset import Dataset, load_dataset
 from recommender.data.splits import DataSplit, find_split_folders, split_dataset, split_from_folders
+from recommender.errors import UsageError
 from recommender.finetune.compare import Validation, validate_recommendation
 from recommender.finetune.scratch import SCRATCH_IMAGE_SIZE, ScratchResult, scratch_accuracy
 from recommender.models.backbones import load_backbone
@@ -122,6 +124,8 @@ def recommend(
         raise TypeError("recommend() takes options or keyword arguments, not both")
     options = options if options is not None else Options.from_kwargs(**kwargs)
     options.check()  # before minutes of work, not after
+    if options.use_cache:
+        _refuse_cache_inside(Path(path))
     say = on_stage or (lambda _text: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -133,7 +137,7 @@ def recommend(
     say("Loading the backbone")
     mark = time.perf_counter()
     backbone = load_backbone(options.model, options.weights, image_size=options.image_size,
-                             offline=options.offline)
+                             offline=options.offline, use_cache=options.use_cache)
     timings["model_s"] = time.perf_counter() - mark
 
     say("Extracting features")
@@ -203,6 +207,17 @@ def recommend(
         timings=timings,
         features_from_cache=features.from_cache,
     )
+
+
+def _refuse_cache_inside(dataset: Path) -> None:
+    """nbtl never writes into a dataset folder, its cache included (``NBTL_CACHE_DIR`` set
+    inside it would fill it with features and runs). The folder given is the root, a split's
+    ``train/``, ``val/`` and ``test/`` included."""
+    cache, dataset = cache_dir().resolve(), dataset.resolve()
+    if cache == dataset or dataset in cache.parents:
+        raise UsageError(f"The cache folder {cache} is inside the dataset folder {dataset}.",
+                         "nbtl never writes into a dataset folder; set NBTL_CACHE_DIR to a "
+                         "folder outside it, or pass --no-cache.")
 
 
 def _scan(path: Path, options: Options) -> tuple[Dataset, DataSplit | None, bool]:

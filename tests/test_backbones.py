@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +15,9 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 
-from recommender.errors import ModelUnavailableError, UsageError
+from recommender import cache
+from recommender.errors import ModelUnavailableError, NbtlWarning, UsageError
+from recommender.models import backbones
 from recommender.models.backbones import (
     DEFAULT_MODEL,
     convert_efficientnet_pytorch,
@@ -107,9 +113,10 @@ class _Payload:
 def test_arbitrary_pickle_is_refused(tmp_path, capsys):
     path = tmp_path / "evil.pth"
     torch.save({"conv_stem.weight": _Payload()}, path)
-    with pytest.raises(ModelUnavailableError, match="weights_only"):
+    with pytest.raises(ModelUnavailableError, match="pickle of Python objects") as info:
         read_state_dict(path)
     assert "pwned" not in capsys.readouterr().out
+    assert "\x1b" not in str(info.value) and "two options" not in str(info.value)
 
 
 def test_weights_for_another_architecture_are_refused_with_the_fix(tmp_path):
@@ -160,3 +167,136 @@ def test_offline_leaves_the_processs_hub_setting_as_it_was(monkeypatch):
     with pytest.raises(ModelUnavailableError):
         load_backbone("resnet18", offline=True)
     assert "HF_HUB_OFFLINE" not in os.environ and hub_constants.HF_HUB_OFFLINE is False
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """A fresh cache folder holding the converted default weights; returns that file."""
+    monkeypatch.setenv("NBTL_CACHE_DIR", str(tmp_path / "cache"))
+    load_backbone()
+    (cached,) = (tmp_path / "cache" / "weights").glob("*.safetensors")
+    return cached
+
+
+def test_cached_weights_holding_other_tensors_are_rebuilt_with_a_warning(backbone, own_cache):
+    from safetensors.torch import load_file, save_file
+
+    save_file({"some.other.tensor": torch.zeros(3)}, str(own_cache))
+    with pytest.warns(NbtlWarning, match="damaged.*made again") as caught:
+        loaded = load_backbone()
+    assert len(caught) == 1
+    assert same_weights(loaded.model, backbone.model)
+    assert set(load_file(str(own_cache))) == set(backbone.model.state_dict())
+
+
+def test_truncated_cached_weights_are_rebuilt(backbone, own_cache):
+    whole = own_cache.read_bytes()
+    own_cache.write_bytes(whole[: len(whole) // 2])
+    with pytest.warns(NbtlWarning, match="damaged"):
+        loaded = load_backbone()
+    assert same_weights(loaded.model, backbone.model)
+    assert own_cache.read_bytes() == whole
+
+
+def test_cached_weights_that_cannot_be_read_are_left_in_place(backbone, own_cache, monkeypatch):
+    own_cache.write_bytes(b"not ours to delete")
+    read_bytes = Path.read_bytes
+
+    def denied(path: Path) -> bytes:
+        if path == own_cache:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.warns(NbtlWarning, match="cannot read"):
+        loaded = load_backbone()
+    assert same_weights(loaded.model, backbone.model)
+    assert own_cache.read_text() == "not ours to delete"
+
+
+def _cache_under_a_file(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("NBTL_CACHE_DIR", str(tmp_path / "a-file" / "cache"))
+
+
+def _full_disk(tmp_path, monkeypatch):
+    monkeypatch.setenv("NBTL_CACHE_DIR", str(tmp_path / "cache"))
+
+    def no_space(path, write):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cache, "atomic_write", no_space)
+
+
+@pytest.mark.parametrize("unwritable", [_cache_under_a_file, _full_disk])
+def test_unwritable_cache_gives_the_default_weights_and_one_warning(backbone, tmp_path,
+                                                                    monkeypatch, unwritable):
+    unwritable(tmp_path, monkeypatch)
+    with pytest.warns(NbtlWarning, match="cannot be written") as caught:
+        loaded = load_backbone()
+    assert len(caught) == 1
+    assert same_weights(loaded.model, backbone.model)
+
+
+def test_no_home_folder_for_the_cache_gives_the_default_weights_and_a_warning(backbone,
+                                                                              monkeypatch):
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(backbones, "cache_dir", no_home)
+    with pytest.warns(NbtlWarning, match="no cache folder"):
+        loaded = load_backbone()
+    assert same_weights(loaded.model, backbone.model)
+
+
+def test_without_the_cache_nothing_is_written(backbone, tmp_path, monkeypatch):
+    monkeypatch.setenv("NBTL_CACHE_DIR", str(tmp_path / "cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_backbone(use_cache=False)
+    assert same_weights(loaded.model, backbone.model)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_text_file_as_weights_is_named_as_text(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("hello world\n")
+    with pytest.raises(ModelUnavailableError, match="not a PyTorch or safetensors weights file "
+                                                    r"\(it starts with text\)") as info:
+        load_backbone(weights=path)
+    assert str(path) in info.value.message
+
+
+def test_pickle_in_a_newer_protocol_is_refused_without_torchs_warning(tmp_path):
+    path = tmp_path / "objects.pth"
+    path.write_bytes(pickle.dumps({"layer": [1, 2]}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelUnavailableError, match="pickle of Python objects"):
+            read_state_dict(path)
+    assert [str(w.message) for w in caught] == []
+
+
+def test_empty_weights_file_is_named_as_empty(tmp_path):
+    path = tmp_path / "empty.pth"
+    path.write_bytes(b"")
+    with pytest.raises(ModelUnavailableError, match="empty.pth is empty"):
+        load_backbone(weights=path)
+
+
+def test_folder_as_weights_is_named_as_a_folder(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="is a folder, not a weights file"):
+        load_backbone(weights=tmp_path)
+
+
+def test_safetensors_weights_are_read_whatever_the_file_name(backbone, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.bin"
+    save_file({"conv_stem.weight": backbone.model.conv_stem.weight.contiguous()}, str(path))
+    assert set(read_state_dict(path)) == {"conv_stem.weight"}

@@ -142,7 +142,53 @@ def test_pickled_weights_are_refused_as_a_model_error(monkeypatch, capsys, sampl
     path = tmp_path / "evil.pth"
     torch.save({"w": object()}, path)
     code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--weights", str(path))
-    assert code == EXIT_MODEL and "weights_only" in err
+    assert code == EXIT_MODEL and "not plain tensors" in err and "\x1b" not in err
+
+
+def test_empty_weights_file_is_a_model_error_naming_it(monkeypatch, capsys, sample_dir,
+                                                       tmp_path):
+    path = tmp_path / "empty.pth"
+    path.write_bytes(b"")
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--weights", str(path))
+    assert code == EXIT_MODEL and f"{path} is empty" in err and "Traceback" not in err
+
+
+def test_empty_json_path_is_a_usage_error_before_any_work(monkeypatch, capsys, sample_dir):
+    import recommender.pipeline
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(recommender.pipeline, "recommend", no_work)
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), "--json", "")
+    assert code == EXIT_USAGE and "--json" in err and "'-'" in err
+
+
+def test_ctrl_c_exits_130_with_one_line(monkeypatch, capsys):
+    from recommender import report
+
+    def interrupt(console):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "print_probe_list", interrupt)
+    code, _, err = run(monkeypatch, capsys, "--list-probes")
+    assert code == 130 and err.strip() == "nbtl-recommend: interrupted."
+
+
+def test_an_exit_code_returned_by_the_command_is_the_exit_status(monkeypatch, capsys):
+    from recommender import cli, report
+
+    def leave(console):
+        raise cli.typer.Exit(5)  # what ctx.exit(5) raises; tests do not import typer
+
+    monkeypatch.setattr(report, "print_probe_list", leave)
+    code, _, _ = run(monkeypatch, capsys, "--list-probes")
+    assert code == 5
+
+
+def test_short_h_shows_the_help(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "-h")
+    assert code == 0 and "Exit codes" in out
 
 
 def test_list_probes_names_every_registered_probe(monkeypatch, capsys):

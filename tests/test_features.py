@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from recommender.errors import NbtlWarning
 from recommender.models.features import cache_key, extract_features
 
 
@@ -101,7 +102,8 @@ def test_a_damaged_cache_file_is_replaced(few_paths, backbone, private_cache):
     extract_features(paths, backbone, workers=0)
     target = private_cache / "features" / f"{cache_key(paths, backbone)}.npz"
     target.write_bytes(b"not a zip file")
-    again = extract_features(paths, backbone, workers=0)
+    with pytest.warns(NbtlWarning, match="damaged features file"):
+        again = extract_features(paths, backbone, workers=0)
     assert not again.from_cache
     assert extract_features(paths, backbone, workers=0).from_cache
 

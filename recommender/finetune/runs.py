@@ -24,7 +24,7 @@ import torch
 
 from heuristics import Hyperparameters
 from heuristics.types import plain
-from recommender.cache import atomic_write, cache_dir, digest
+from recommender.cache import cache_dir, digest, discard, files_identity, try_write
 from recommender.config import ValidationOptions
 from recommender.errors import UsageError
 from recommender.finetune.apply import apply_recommendation
@@ -184,16 +184,16 @@ def run_seeds(name: str, hp: Hyperparameters, backbone: Backbone, data: ImageTen
               split: DataSplit, budget: Budget, seeds: Sequence[int], *, device: str,
               progress: Progress | None = None, done: Mapping[int, Run] | None = None,
               overrides: Mapping[str, Any] | None = None,
-              use_cache: bool = True) -> SettingResult:
+              cache: RunCache | None = None) -> SettingResult:
     """``hp`` trained once per seed. A run already in ``done``, or finished by an earlier
-    call with the same inputs (the run cache; off with ``use_cache=False``), is re-used."""
+    call with the same inputs (in ``cache``; None: no run cache), is re-used."""
     runs = []
     for seed in seeds:
         if done and seed in done:
             runs.append(done[seed])
             continue
         path = _run_path(hp, backbone, split, budget, seed, device)
-        cached = _read_run(path) if use_cache else None
+        cached = cache.read(path, seed) if cache is not None else None
         if cached is not None:
             runs.append(cached)
             continue
@@ -204,8 +204,8 @@ def run_seeds(name: str, hp: Hyperparameters, backbone: Backbone, data: ImageTen
             raise UsageError(f"Fine-tuning the {name} setting diverged: {exc}.",
                              "Lower its learning rate with --set base_lr=... (or the "
                              "head_lr/upper_lr/lower_lr of one group).") from None
-        if use_cache:
-            _write_run(path, run)
+        if cache is not None:
+            cache.write(path, run)
         runs.append(run)
     return SettingResult(name, hp, tuple(runs),
                          dict(overrides) if overrides is not None else None)
@@ -227,6 +227,11 @@ class SettingRunner:
     say: Callable[[str], None] = lambda _text: None
     progress: Progress | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    run_cache: RunCache | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # One per comparison, so an unwritable cache is warned about once, not once per run.
+        self.run_cache = RunCache() if self.use_cache else None
 
     def train(self, name: str, hp: Hyperparameters, *, done: Mapping[int, Run] | None = None,
               overrides: Mapping[str, Any] | None = None) -> SettingResult:
@@ -236,7 +241,7 @@ class SettingRunner:
         mark = time.perf_counter()
         result = run_seeds(name, hp, self.backbone, self.data, self.split, self.budget,
                            self.seeds, device=self.device, progress=self.progress,
-                           use_cache=self.use_cache, done=done, overrides=overrides)
+                           cache=self.run_cache, done=done, overrides=overrides)
         self.timings[f"{name}_s"] = time.perf_counter() - mark
         return result
 
@@ -259,24 +264,40 @@ def _run_path(hp: Hyperparameters, backbone: Backbone, split: DataSplit, budget:
                   "weights": backbone.weights_id, "budget": budget.to_dict(), "seed": seed,
                   "device": device.split(":")[0], "torch": torch.__version__,
                   "samples": [[str(p), c] for p, c in split.samples],
+                  "files": files_identity(p for p, _ in split.samples),
                   "split": [split.train.tolist(), split.val.tolist(), split.test.tolist()],
                   "classes": list(split.classes)})
     return cache_dir() / "runs" / f"{key}.json"
 
 
-def _read_run(path: Path) -> Run | None:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        return Run(seed=int(record["seed"]), val_accuracy=float(record["val_accuracy"]),
-                   test_accuracy=float(record["test_accuracy"]),
-                   lp_epochs=int(record["lp_epochs"]), seconds=0.0, cached=True)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # absent or damaged: train again
+@dataclass
+class RunCache:
+    """Finished runs in the cache folder, one JSON record each. A damaged record is discarded
+    and trained again; a folder that cannot be written is warned about once, then left alone
+    (the comparison goes on, its runs kept in memory)."""
 
+    writable: bool = True
 
-def _write_run(path: Path, run: Run) -> None:
-    text = json.dumps({**run.to_dict(), "seconds": run.seconds})
-    try:
-        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-    except OSError:
-        pass  # a read-only cache costs a rerun later, never this run
+    def read(self, path: Path, seed: int) -> Run | None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError:
+            return None  # not run yet (or unreadable: train again)
+        try:
+            record = json.loads(text)
+            run = Run(seed=int(record["seed"]), val_accuracy=float(record["val_accuracy"]),
+                      test_accuracy=float(record["test_accuracy"]),
+                      lp_epochs=int(record["lp_epochs"]), seconds=0.0, cached=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            discard(path, "fine-tuning run record", f"{type(exc).__name__}: {exc}")
+            return None
+        if run.seed != seed:
+            discard(path, "fine-tuning run record", f"it holds seed {run.seed}, not {seed}")
+            return None
+        return run
+
+    def write(self, path: Path, run: Run) -> None:
+        if self.writable:
+            text = json.dumps({**run.to_dict(), "seconds": run.seconds})
+            self.writable = try_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                                      "fine-tuning runs")

