@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +26,35 @@ MAX_SKIPPED_SHOWN = 10
 _CONFIDENCE_STYLE = {"high": "green", "medium": "yellow", "low": "red"}
 
 
+# Characters a terminal must not receive raw: controls (ESC starts a terminal command), format
+# characters (bidirectional overrides reorder what is shown), lone surrogates (a file name byte
+# that is not UTF-8, as os.fsdecode gives it; a strict UTF-8 stream cannot write them) and
+# line or paragraph separators.
+_ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def printable(text: str) -> str:
+    """Text that comes from the dataset (a file, folder or class name), safe to print.
+
+    Characters of ``_ESCAPED_CATEGORIES`` are written as Python escapes (``\\x1b``,
+    ``\\udcff``, the same ``\\udcff`` that the JSON has); everything else is unchanged.
+    """
+    return "".join(
+        ascii(char)[1:-1] if unicodedata.category(char) in _ESCAPED_CATEGORIES else char
+        for char in text
+    )
+
+
 def console(stderr: bool, quiet: bool = False) -> Console:
     return Console(stderr=stderr, quiet=quiet, highlight=False)
 
 
 def print_error(exc: NbtlError) -> None:
     err = console(stderr=True)
-    err.print(Text(f"nbtl-recommend: error: {exc.message}", style="bold red"))
+    # Messages name the dataset's files and classes.
+    err.print(Text(f"nbtl-recommend: error: {printable(exc.message)}", style="bold red"))
     if exc.hint:
-        err.print(Text(exc.hint))
+        err.print(Text(printable(exc.hint)))
 
 
 def stage_printer(err: Console) -> Callable[[str], None]:
@@ -189,9 +210,14 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
             trials.add_row(f"{trial['number']}{mark}", label, _pct(trial["val_accuracy"]),
                            _pct(trial["test_accuracy"]))
         out.print(trials)
-        out.print(Text(f"  * best by validation accuracy. Resumable: the trials are stored in "
-                       f"{search['storage']}; rerun the same command to add trials "
-                       "(raise --search) or reuse them.", style="dim"), overflow="fold")
+        if search["storage"] is None:
+            kept = ("Without a cache the trials were kept in memory only; give --search-db "
+                    "FILE to keep them.")
+        else:
+            kept = (f"Resumable: the trials are stored in {printable(search['storage'])}; rerun "
+                    "the same command to add trials (raise --search) or reuse them.")
+        out.print(Text(f"  * best by validation accuracy. {kept}", style="dim"),
+                  overflow="fold")
 
 
 def _verdict(mean: float, spread: float | None) -> str:
@@ -205,15 +231,17 @@ def _verdict(mean: float, spread: float | None) -> str:
 def _print_dataset(dataset: dict[str, Any], out: Console) -> None:
     source = "ImageFolder" if dataset["source"] == "folder" else f"CSV {dataset['source']}"
     out.print(Text.assemble(
-        ("Dataset  ", "bold"), f"{dataset['root']} ({source}): {dataset['num_classes']} classes, "
-        f"{dataset['num_images']} images, {dataset['num_skipped']} skipped"))
+        ("Dataset  ", "bold"), printable(f"{dataset['root']} ({source}): "),
+        f"{dataset['num_classes']} classes, {dataset['num_images']} images, "
+        f"{dataset['num_skipped']} skipped"))
     counts = ", ".join(f"{name} {n}" for name, n in dataset["class_counts"].items())
-    out.print(Text(f"         {counts}", style="dim"), overflow="fold")
+    out.print(Text(f"         {printable(counts)}", style="dim"), overflow="fold")
     for warning in dataset["warnings"]:
-        out.print(Text(f"         warning: {warning}", style="yellow"))
+        out.print(Text(f"         warning: {printable(warning)}", style="yellow"))
     skipped = dataset["skipped"]
     for item in skipped[:MAX_SKIPPED_SHOWN]:
-        out.print(Text(f"         skipped {item['path']}: {item['reason']}", style="yellow"))
+        out.print(Text(f"         skipped {printable(item['path'])}: {printable(item['reason'])}",
+                       style="yellow"))
     if len(skipped) > MAX_SKIPPED_SHOWN:
         out.print(Text(f"         ... and {len(skipped) - MAX_SKIPPED_SHOWN} more skipped "
                        "(all listed in the JSON)", style="yellow"))

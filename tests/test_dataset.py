@@ -167,11 +167,14 @@ def test_unreadable_files_are_skipped_with_a_reason_each_and_counted(tmp_path, m
     jpeg.unlink()
     (tmp_path / "b" / "text.jpg").write_text("not a picture")
     Image.new("RGB", (30, 30)).save(tmp_path / "b" / "bomb.png")
+    Image.new("RGB", (400, 1)).save(tmp_path / "b" / "long.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)
 
     dataset = load_dataset(tmp_path)
 
-    assert _reasons(dataset) == {
+    reasons = _reasons(dataset)
+    assert reasons.pop("b/long.png").startswith("aspect ratio 400:1")
+    assert reasons == {
         "a/cut.png": "truncated or corrupt image",
         "a/empty.png": "empty file",
         "b/bomb.png": "over PIL's decompression-bomb limit (500 pixels)",
@@ -179,7 +182,7 @@ def test_unreadable_files_are_skipped_with_a_reason_each_and_counted(tmp_path, m
         "b/text.jpg": "not an image",
     }
     assert dataset.class_counts() == {"a": 2, "b": 2}
-    assert dataset.to_dict()["num_skipped"] == 5
+    assert dataset.to_dict()["num_skipped"] == 6
 
 
 def test_skipped_files_are_sorted_by_path(tmp_path):
@@ -231,6 +234,113 @@ def test_result_does_not_depend_on_the_number_of_workers(tmp_path):
     (tmp_path / "b" / "empty.jpg").write_bytes(b"")
 
     assert load_dataset(tmp_path, workers=1) == load_dataset(tmp_path, workers=4)
+
+
+# --- symbolic links -----------------------------------------------------------------------
+
+
+def _outside_folder(tmp_path: Path) -> Path:
+    """A folder of images next to the dataset root, not inside it."""
+    return _folder(tmp_path / "outside", {"x": 2})
+
+
+def _walked_dirs(monkeypatch) -> list[str]:
+    """Every folder that os.walk lists from now on, resolved."""
+    walked: list[str] = []
+    walk = os.walk
+
+    def recording_walk(top, *args, **kwargs):
+        for dirpath, dirnames, filenames in walk(top, *args, **kwargs):
+            walked.append(os.path.realpath(dirpath))
+            yield dirpath, dirnames, filenames
+
+    monkeypatch.setattr(os, "walk", recording_walk)
+    return walked
+
+
+@pytest.mark.parametrize("target", ["outside folder", "filesystem root"])
+def test_folder_link_leading_outside_the_root_is_skipped_not_walked(tmp_path, monkeypatch, target):
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    _symlink(root / "a" / "more", _outside_folder(tmp_path) if target != "filesystem root"
+             else Path(tmp_path.anchor))
+    walked = _walked_dirs(monkeypatch)
+
+    dataset = load_dataset(root)
+
+    assert _reasons(dataset) == {"a/more": "symbolic link leading outside the dataset root"}
+    assert dataset.class_counts() == {"a": 2, "b": 2}
+    assert all(Path(folder).is_relative_to(root.resolve()) for folder in walked)
+
+
+def test_class_folder_link_leading_outside_the_root_is_skipped(tmp_path):
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    _symlink(root / "c", _outside_folder(tmp_path) / "x")
+
+    dataset = load_dataset(root)
+
+    assert _reasons(dataset) == {"c": "symbolic link leading outside the dataset root"}
+    assert dataset.classes == ("a", "b")
+
+
+def test_file_link_leading_outside_the_root_is_skipped_not_read(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    _symlink(root / "a" / "link.png", _png(tmp_path / "outside.png"))
+    opened: list[Path] = []
+    monkeypatch.setattr(dataset_module, "open_rgb",
+                        lambda path: opened.append(Path(path)) or Image.new("RGB", (1, 1)))
+
+    dataset = load_dataset(root)
+
+    assert _reasons(dataset) == {"a/link.png": "symbolic link leading outside the dataset root"}
+    assert root / "a" / "link.png" not in opened and len(opened) == 4
+
+
+def test_links_that_stay_inside_the_root_are_followed(tmp_path):
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    _symlink(root / "a" / "alias.png", root / "b" / "000.png")
+    _symlink(root / "b" / "from_a", root / "a")
+
+    dataset = load_dataset(root)
+
+    assert dataset.skipped == ()
+    assert ("a/alias.png", "a") in _rel_samples(dataset)
+    assert ("b/from_a/000.png", "b") in _rel_samples(dataset)
+
+
+def test_folder_link_loop_is_walked_once(tmp_path):
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    _symlink(root / "a" / "again", root / "a")
+
+    assert load_dataset(root).class_counts() == {"a": 2, "b": 2}
+
+
+# --- names that are not UTF-8 or not printable ----------------------------------------------
+
+
+def test_names_with_undecodable_bytes_and_escapes_are_kept_exactly_in_the_json(tmp_path):
+    root = _folder(tmp_path / "data", {"a": 2})
+    odd_class = os.fsdecode(b"caf\xff \x1b[31mred")
+    try:
+        _folder(root, {odd_class: 2})
+        (root / "a" / os.fsdecode(b"\x1b[2Jnote\xff.txt")).write_text("")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system does not take such names")
+
+    doc = load_dataset(root).to_dict()
+
+    assert odd_class in doc["classes"]
+    assert json.loads(json.dumps(doc)) == doc
+    assert "\\udcff" in json.dumps(doc)
+
+
+def test_max_per_class_draw_works_for_a_class_name_that_is_not_utf8(tmp_path):
+    root = _folder(tmp_path / "data", {"a": 3})
+    try:
+        _folder(root, {os.fsdecode(b"\xff"): 3})
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system does not take such names")
+
+    assert sum(load_dataset(root, max_per_class=2).class_counts().values()) == 4
 
 
 # --- unusable datasets --------------------------------------------------------------------
@@ -367,6 +477,30 @@ def test_labels_csv_symlink_pointing_out_of_the_root_is_refused(tmp_path):
         load_dataset(root, labels_csv=labels)
 
     assert "'a/link.png'" in caught.value.message
+
+
+def test_labels_csv_symlink_loop_is_skipped_not_an_internal_error(tmp_path):
+    root = _folder(tmp_path / "data", {"a": 2, "b": 2})
+    _symlink(root / "a" / "x.png", root / "a" / "y.png")
+    _symlink(root / "a" / "y.png", root / "a" / "x.png")
+    labels = _csv(tmp_path / "l.csv",
+                  "path,label\na/000.png,a\na/001.png,a\nb/000.png,b\nb/001.png,b\na/x.png,a\n")
+
+    assert list(_reasons(load_dataset(root, labels_csv=labels))) == ["a/x.png"]
+
+
+@pytest.mark.parametrize("where", ["row", "header"])
+def test_labels_csv_with_a_nul_byte_is_a_dataset_error_naming_the_line(tmp_path, where):
+    root = _folder(tmp_path, {"a": 2, "b": 2})
+    text = "path,label\na/000.png,a\na/0\x0001.png,a\n" if where == "row" else "pa\x00th,label\n"
+    labels = _csv(tmp_path / "l.csv", text)
+
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(root, labels_csv=labels)
+
+    line = 3 if where == "row" else 1
+    assert f"{labels} line {line} contains a NUL byte" in caught.value.message
+    assert "UTF-8" in caught.value.hint
 
 
 def test_labels_csv_dotdot_that_stays_inside_the_root_is_accepted(tmp_path):

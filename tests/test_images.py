@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recommender.data.images import IMAGE_EXTENSIONS, UnreadableImage, open_rgb
+from recommender.data.images import (
+    IMAGE_EXTENSIONS,
+    MAX_ASPECT_RATIO,
+    UnreadableImage,
+    open_rgb,
+)
 from recommender.errors import EXIT_DATA
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -221,3 +226,23 @@ def test_unreadable_image_names_the_file_and_ends_the_run_as_a_data_error(tmp_pa
 
     assert str(tmp_path / "empty.png") in str(caught.value)
     assert caught.value.exit_code == EXIT_DATA
+
+
+@pytest.mark.parametrize("size", [(8000, 1), (2, 20000)], ids=["wide", "tall"])
+def test_image_too_long_for_its_width_is_unreadable(tmp_path, size):
+    # Resized so that its shorter side is 256 px, 8000x1 would take 2 GB.
+    Image.new("RGB", size).save(tmp_path / "long.png")
+
+    with pytest.raises(UnreadableImage) as caught:
+        open_rgb(tmp_path / "long.png")
+
+    ratio = max(size) // min(size)
+    assert caught.value.reason.startswith(f"aspect ratio {ratio}:1 ({size[0]}x{size[1]} pixels)")
+    assert f"over the {MAX_ASPECT_RATIO:.0f}:1 limit" in caught.value.reason
+
+
+def test_image_at_the_aspect_ratio_limit_is_accepted(tmp_path):
+    longest = int(MAX_ASPECT_RATIO)
+    Image.new("RGB", (1, longest)).save(tmp_path / "thin.png")
+
+    assert open_rgb(tmp_path / "thin.png").size == (1, longest)

@@ -4,7 +4,8 @@ Two layouts are read:
 
 * ImageFolder (torchvision's convention): one sub-folder per class, sorted;
   images found recursively inside each class folder, in a sorted walk; hidden
-  files and folders (a name starting with ``.``) ignored.
+  files and folders (a name starting with ``.``) ignored; symbolic links followed
+  while they stay inside the root, one that leads outside it skipped.
 * A labels file (``--labels FILE.csv``): a header row with columns ``path`` and
   ``label`` (others ignored); paths relative to the dataset root, never outside it.
 
@@ -34,6 +35,7 @@ SOURCE_FOLDER = "folder"
 MIN_IMAGES_PER_CLASS = 2  # one image cannot be compared with another of its class
 MIN_CLASSES = 2
 LABEL_COLUMNS = ("path", "label")
+LINK_OUTSIDE_ROOT = "symbolic link leading outside the dataset root"
 _MAX_WORKERS = 8
 
 _LAYOUT_HINT = (
@@ -239,7 +241,7 @@ def _scan_folder(root: Path) -> tuple[Candidates, list[SkippedFile]]:
     except OSError as exc:
         raise DatasetError(f"Cannot list the dataset folder {root}: {exc.strerror or exc}") from exc
     for entry in entries:
-        if _is_hidden(entry.name):
+        if _is_hidden(entry.name) or _skip_link_outside(root, Path(entry.name), skipped):
             continue
         if entry.is_dir():
             # A class folder without images is still a class: it is dropped with a warning.
@@ -249,19 +251,31 @@ def _scan_folder(root: Path) -> tuple[Candidates, list[SkippedFile]]:
     return by_class, skipped
 
 
+def _leaves_root(path: Path, root: Path) -> bool:
+    """Whether ``path`` is a symbolic link that resolves outside ``root`` (``root`` resolved)."""
+    # os.path.realpath, not Path.resolve: it returns on a symlink loop instead of raising.
+    return path.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(root)
+
+
 def _walk_class_folder(root: Path, name: str, skipped: list[SkippedFile]) -> list[str]:
     images: list[str] = []
     seen_dirs: set[str] = set()
+    # Links are followed only while they stay inside the root: the walk never leaves it.
     for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
         real = os.path.realpath(dirpath)
         if real in seen_dirs:  # a symlink loop
             dirnames.clear()
             continue
         seen_dirs.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
         rel_dir = Path(dirpath).relative_to(root)
+        dirnames[:] = [
+            d for d in sorted(dirnames)
+            if not _is_hidden(d) and not _skip_link_outside(root, rel_dir / d, skipped)
+        ]
         for filename in sorted(f for f in filenames if not _is_hidden(f)):
             rel = (rel_dir / filename).as_posix()
+            if _skip_link_outside(root, rel_dir / filename, skipped):
+                continue
             extension = Path(filename).suffix.lower()
             if extension in IMAGE_EXTENSIONS:
                 images.append(rel)
@@ -269,6 +283,14 @@ def _walk_class_folder(root: Path, name: str, skipped: list[SkippedFile]) -> lis
                 what = f"unsupported extension {extension}" if extension else "no extension"
                 skipped.append(SkippedFile(rel, f"not an image file: {what}"))
     return images
+
+
+def _skip_link_outside(root: Path, rel: Path, skipped: list[SkippedFile]) -> bool:
+    """Whether ``root / rel`` is a link leading outside the root; if so it is listed as skipped."""
+    if not _leaves_root(root / rel, root):
+        return False
+    skipped.append(SkippedFile(rel.as_posix(), LINK_OUTSIDE_ROOT))
+    return True
 
 
 def _read_labels_csv(csv_path: Path, root: Path) -> tuple[Candidates, list[SkippedFile]]:
@@ -321,7 +343,8 @@ def _read_csv_rows(csv_path: Path) -> list[tuple[int, str, str]]:
         # utf-8-sig: spreadsheet programs often start a UTF-8 CSV with a byte-order mark.
         with open(csv_path, encoding="utf-8-sig", newline="") as handle:
             reader = csv.reader(handle)
-            header = [cell.strip().lower() for cell in next(reader, [])]
+            checked = _without_nul(reader, csv_path)
+            header = [cell.strip().lower() for cell in next(checked, [])]
             missing = [column for column in LABEL_COLUMNS if column not in header]
             if missing:
                 found = ", ".join(repr(cell) for cell in header if cell) or "none"
@@ -332,7 +355,7 @@ def _read_csv_rows(csv_path: Path) -> list[tuple[int, str, str]]:
                 )
             path_at, label_at = header.index("path"), header.index("label")
             rows = []
-            for row in reader:
+            for row in checked:
                 cells = [cell.strip() for cell in row]
                 if not any(cells):
                     continue
@@ -344,16 +367,33 @@ def _read_csv_rows(csv_path: Path) -> list[tuple[int, str, str]]:
         raise DatasetError(
             f"The labels file {csv_path} is not UTF-8 text.", "Save it as a UTF-8 CSV file."
         ) from exc
-    except csv.Error as exc:
-        raise DatasetError(f"The labels file {csv_path} is not valid CSV: {exc}.") from exc
+    except csv.Error as exc:  # a field over csv's size limit; on Python 3.10, a NUL byte too
+        raise DatasetError(
+            f"The labels file {csv_path} is not valid CSV at line {reader.line_num}: {exc}.",
+            "Save it as a UTF-8 CSV file with one row per image: path,label.",
+        ) from exc
+
+
+def _without_nul(reader: Iterator[list[str]], csv_path: Path) -> Iterator[list[str]]:
+    """The rows of ``reader``; a NUL character, which no path can hold, is a DatasetError."""
+    for row in reader:
+        if any("\0" in cell for cell in row):
+            raise DatasetError(
+                f"The labels file {csv_path} line {reader.line_num} contains a NUL byte, "
+                "which no path or label can hold.",
+                "Save it as plain UTF-8 text (a NUL byte on every other character means "
+                "UTF-16: re-save it as UTF-8 CSV).",
+            )
+        yield row
 
 
 def _contained_relative_path(raw_path: str, root: Path, csv_path: Path, line: int) -> str:
     """``raw_path`` as a POSIX path relative to ``root``; refused if it leaves the root."""
     path = Path(raw_path)
-    # resolve() follows ".." and symlinks, so a link that points out of the root is caught too;
+    # realpath follows ".." and symlinks, so a link that points out of the root is caught too;
     # the resolved path also names the file actually read, so two spellings of it are duplicates.
-    resolved = (root / path).resolve()
+    # (Path.resolve would raise on a symlink loop; realpath leaves it to be found unreadable.)
+    resolved = Path(os.path.realpath(root / path))
     if path.is_absolute() or path.drive:
         problem = "is absolute"
     elif not resolved.is_relative_to(root):
@@ -433,7 +473,7 @@ def _draw_order(rels: list[str], name: str, max_per_class: int | None, seed: int
     if max_per_class is None:
         return rels
     # One stream per (seed, class): a class's draw does not change when other classes do.
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8", "surrogateescape"))])
     return [rels[i] for i in rng.permutation(len(rels))]
 
 

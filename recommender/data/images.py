@@ -38,6 +38,16 @@ _VIA_RGBA = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 # white), so their value range is stretched into 0..255 here instead.
 _HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
+# Images are resized so that their shorter side meets a target, then centre-cropped: a
+# long thin image grows into a huge one first (8000x1 at 256 px: 524 megapixels, 2 GB in
+# PIL). The bound: no image may resize past MAX_RESIZED_PIXELS at RESIZE_TARGET px.
+# RESIZE_TARGET is generous: nbtl resizes to a model's input over its crop fraction
+# (224 / 0.875 = 256 for most, up to ~600 for the largest) and trains at --validate-size.
+# 40 megapixels are 120 MB as 8-bit RGB: several decoding threads or processes fit in memory.
+RESIZE_TARGET = 512
+MAX_RESIZED_PIXELS = 40_000_000
+MAX_ASPECT_RATIO = MAX_RESIZED_PIXELS / RESIZE_TARGET**2  # about 153:1
+
 # ``warnings.catch_warnings`` swaps the process-wide filter list on entry and
 # restores it on exit; two threads inside it at once can leave a filter behind.
 # The lock serialises only ``Image.open`` (header parsing), not the decoding.
@@ -86,7 +96,8 @@ def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
     UnreadableImage
         If the file is missing, empty, not an image, truncated or corrupt, in a
         mode that cannot be converted, or over PIL's decompression-bomb limit
-        (``PIL.Image.MAX_IMAGE_PIXELS``; the warning level counts as over).
+        (``PIL.Image.MAX_IMAGE_PIXELS``; the warning level counts as over), or
+        longer than ``MAX_ASPECT_RATIO`` times its width (or the other way round).
     """
     try:
         if os.stat(path).st_size == 0:
@@ -111,6 +122,8 @@ def open_rgb(path: str | os.PathLike[str]) -> Image.Image:
         if _over_bomb_limit(image.size):
             # Some plugins check again while decoding; refuse before they get there.
             raise UnreadableImage(_bomb_reason(), path)
+        if _aspect_ratio(image.size) > MAX_ASPECT_RATIO:
+            raise UnreadableImage(_aspect_reason(image.size), path)
         try:
             image.load()
             image = ImageOps.exif_transpose(image)
@@ -165,3 +178,13 @@ def _over_bomb_limit(size: tuple[int, int]) -> bool:
 
 def _bomb_reason() -> str:
     return f"over PIL's decompression-bomb limit ({Image.MAX_IMAGE_PIXELS} pixels)"
+
+
+def _aspect_ratio(size: tuple[int, int]) -> float:
+    return max(size) / max(1, min(size))
+
+
+def _aspect_reason(size: tuple[int, int]) -> str:
+    return (f"aspect ratio {_aspect_ratio(size):.0f}:1 ({size[0]}x{size[1]} pixels) over the "
+            f"{MAX_ASPECT_RATIO:.0f}:1 limit: with its shorter side resized to {RESIZE_TARGET} px "
+            f"it would exceed {MAX_RESIZED_PIXELS // 1_000_000} megapixels")
