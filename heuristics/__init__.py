@@ -17,17 +17,22 @@ small pure engine (:func:`heuristics.engine.evaluate`); every rule evaluated app
 trace, every rule that fired in the reasons. A user override wins over every rule and is
 marked as such (confidence ``"user"``, rule ``"override"``). :func:`binary_default` is the
 common practice the recommendation improves on, as the same :class:`Hyperparameters` type;
-:meth:`Hyperparameters.from_dict` reads either back from JSON.
+:meth:`Hyperparameters.from_dict` reads either back from JSON. After the rules, a table of
+cautions (:data:`CAUTIONS`) warns when the inputs cannot carry the advice (too few images per
+class, a noisy probe, untrained weights) and caps the confidence (``Recommendation.warnings``).
 """
 
 from heuristics.advisor import advise
 from heuristics.baseline import binary_default
+from heuristics.cautions import CAUTIONS
 from heuristics.engine import OVERRIDE, Decision, Evaluation, evaluate
 from heuristics.overrides import DERIVED_ONLY, OVERRIDABLE, parse_override
 from heuristics.rules import DECIDED, DERIVED, MEASURE_BOUNDS, RULES
 from heuristics.rules.common import BINARY_LR, BINARY_MOMENTUM, BINARY_WEIGHT_DECAY
 from heuristics.types import (
     Block,
+    Caution,
+    CautionRule,
     Derived,
     Detail,
     Hyperparameters,
@@ -42,6 +47,7 @@ __all__ = [
     "BINARY_LR",
     "BINARY_MOMENTUM",
     "BINARY_WEIGHT_DECAY",
+    "CAUTIONS",
     "DECIDED",
     "DERIVED",
     "DERIVED_ONLY",
@@ -50,6 +56,8 @@ __all__ = [
     "OVERRIDE",
     "RULES",
     "Block",
+    "Caution",
+    "CautionRule",
     "Decision",
     "Derived",
     "Detail",

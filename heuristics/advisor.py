@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from heuristics.cautions import CAUTIONS, capped, check_cautions
+from heuristics.cautions import DERIVED as CAUTION_DERIVED
 from heuristics.engine import Decision, evaluate
 from heuristics.inputs import check_inputs
 from heuristics.overrides import check_overrides
 from heuristics.rules import DECIDED, DERIVED, MEASURE_BOUNDS, RULES
 from heuristics.types import (
     Block,
+    CautionRule,
     Derived,
     Detail,
     FrozenMap,
@@ -32,6 +35,7 @@ def advise(
     overrides: Mapping[str, Any] | None = None,
     rules: Sequence[Rule] = RULES,
     derived: Mapping[str, Derived] = DERIVED,
+    cautions: Sequence[CautionRule] = CAUTIONS,
 ) -> Recommendation:
     """Turn measures of fit into the paper's non-binary fine-tuning hyperparameters, with reasons.
 
@@ -63,12 +67,15 @@ def advise(
     rules, derived : optional
         The rule table and derived quantities; the defaults are :data:`heuristics.rules.RULES`
         and :data:`heuristics.rules.DERIVED`.
+    cautions : sequence of CautionRule, optional
+        Evaluated after the rules (default :data:`heuristics.cautions.CAUTIONS`): those that
+        fire become ``warnings`` and cap the confidence of every value a rule set.
 
     Returns
     -------
     Recommendation
-        ``to_dict()`` gives ``hyperparameters``, ``details``, ``reasons``, ``trace``,
-        ``defaults_used`` and ``overrides``.
+        ``to_dict()`` gives ``hyperparameters``, ``details``, ``reasons``, ``trace`` (the rules,
+        then the cautions), ``defaults_used``, ``overrides`` and ``warnings``.
 
     Raises
     ------
@@ -90,13 +97,17 @@ def advise(
     if unset:
         raise ValueError(f"the rule table set no value for {', '.join(unset)}; every "
                          f"hyperparameter needs a default rule")
+    warnings, caution_trace = check_cautions(
+        cautions, inputs.values, {**derived, **{d.name: d for d in CAUTION_DERIVED}})
     return Recommendation(
         hyperparameters=_assemble(decisions, inputs.blocks, inputs.head_modules),
-        details=FrozenMap({name: _detail(decisions[name]) for name in DECIDED}),
+        details=FrozenMap({name: capped(_detail(decisions[name]), warnings)
+                           for name in DECIDED}),
         reasons=evaluation.reasons,
-        trace=evaluation.trace,
+        trace=evaluation.trace + caution_trace,
         defaults_used=tuple(name for name in DECIDED if decisions[name].default),
         overrides=user,
+        warnings=warnings,
     )
 
 

@@ -330,6 +330,9 @@ class Detail(_ToDict):
         is among them); the last is ``set_by``.
     measures : mapping
         The measures and dataset facts the value rests on, by name.
+    cautions : tuple of str
+        The ids of the cautions (:data:`heuristics.cautions.CAUTIONS`) that capped the
+        confidence: they say the measures cannot decide, whatever the rules found.
     """
 
     value: Any
@@ -340,6 +343,7 @@ class Detail(_ToDict):
     set_by: str
     reasons: tuple[str, ...]
     measures: Mapping[str, Any]
+    cautions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -363,8 +367,64 @@ class TraceEntry(_ToDict):
 
 
 @dataclass(frozen=True)
+class CautionRule:
+    """One entry of the caution table: when the inputs cannot carry the recommendation.
+
+    Attributes
+    ----------
+    id : str
+        Stable identifier, ``"caution.<what>"``; cited by the warning, details and the trace.
+    needs : tuple of str
+        Measures, dataset facts or derived quantities it reads; if one is missing it is silent
+        and the trace says which.
+    condition : callable
+        ``condition(view) -> bool``: whether the caution fires.
+    text : str
+        One sentence for the user, a ``str.format`` template over the view.
+    when : str
+        The condition in words, a template over the view; the trace shows it filled in.
+    source : str
+        Where the threshold comes from, or that it is provisional.
+    params : mapping
+        The named threshold constants it uses, visible in the view and the text.
+    cap : {"low", "medium", "high"} or None
+        The most confidence a value set by a rule keeps while the caution fires (a user's
+        value keeps ``"user"``); ``None`` warns without capping.
+    """
+
+    id: str
+    needs: tuple[str, ...]
+    condition: Callable[[View], bool]
+    text: str
+    when: str
+    source: str
+    params: Mapping[str, Any] = field(default_factory=FrozenMap)
+    cap: Confidence | None = "low"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "needs", tuple(self.needs))
+        object.__setattr__(self, "params", FrozenMap(self.params))
+        if self.cap is not None and self.cap not in CONFIDENCE_LEVELS:
+            raise ValueError(f"caution {self.id!r}: cap must be one of {CONFIDENCE_LEVELS} "
+                             f"or None, got {self.cap!r}")
+
+
+@dataclass(frozen=True)
+class Caution(_ToDict):
+    """A caution that fired: its sentence with the values filled in, the values, the source,
+    and the confidence it capped the recommendation at (``None``: none)."""
+
+    id: str
+    text: str
+    measures: Mapping[str, Any]
+    source: str
+    cap: Confidence | None
+
+
+@dataclass(frozen=True)
 class Recommendation:
-    """The hyperparameters, the detail behind each, the reasons and the full trace."""
+    """The hyperparameters, the detail behind each, the reasons, the full trace and the
+    warnings (the cautions that fired)."""
 
     hyperparameters: Hyperparameters
     details: Mapping[str, Detail]
@@ -372,6 +432,7 @@ class Recommendation:
     trace: tuple[TraceEntry, ...]
     defaults_used: tuple[str, ...]
     overrides: Mapping[str, Any] = field(default_factory=FrozenMap)
+    warnings: tuple[Caution, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -381,4 +442,5 @@ class Recommendation:
             "trace": plain(self.trace),
             "defaults_used": list(self.defaults_used),
             "overrides": plain(self.overrides),
+            "warnings": plain(self.warnings),  # last: the keys before it keep their order
         }

@@ -11,6 +11,7 @@ from collections import namedtuple
 import pytest
 
 from heuristics import (
+    CAUTIONS,
     DECIDED,
     DERIVED,
     MEASURE_BOUNDS,
@@ -355,9 +356,9 @@ def test_defaulted_values_have_low_confidence():
     assert {rec.details[name].confidence for name in rec.defaults_used} == {"low"}
 
 
-def test_trace_lists_every_rule_in_table_order():
+def test_trace_lists_every_rule_then_every_caution_in_table_order():
     for rec in (advise({}), paper_dataset("dtd")):
-        assert [t.rule for t in rec.trace] == [r.id for r in RULES]
+        assert [t.rule for t in rec.trace] == [r.id for r in RULES] + [c.id for c in CAUTIONS]
 
 
 def test_trace_explains_a_rule_skipped_for_a_missing_measure():

@@ -166,7 +166,7 @@ def test_an_empty_mapping_without_blocks_gives_a_complete_json_recommendation():
     doc = advise({}).to_dict()
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
     assert set(doc) == {"hyperparameters", "details", "reasons", "trace", "defaults_used",
-                        "overrides"}
+                        "overrides", "warnings"}
     assert all(d["reason"] for d in doc["details"].values())
 
 
