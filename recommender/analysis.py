@@ -8,6 +8,7 @@ the per-block profile and the summary values that :func:`heuristics.advise` take
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -77,15 +78,18 @@ def summary_measures(results: list[ProbeResult] | tuple[ProbeResult, ...],
 
 
 def run_probes(
-    features: Features, labels: np.ndarray, jobs: int | None = None
+    features: Features, labels: np.ndarray, jobs: int | None = None,
+    on_block: Callable[[int], None] | None = None,
 ) -> list[ProbeResult]:
     """Every registered probe: per block when it needs features, else once.
 
     Blocks are independent, so their probes run in ``jobs`` worker processes (default: one
     per CPU core; the probes' fits are single-threaded). A probe that cannot be computed on
     some input (``ProbeError``) is recorded as unavailable with its message, never as a
-    made-up number.
+    made-up number. ``on_block(1)`` is called as each block's probes finish, so that a
+    progress bar can move during what is otherwise tens of seconds of silence.
     """
+    tick = on_block or (lambda _count: None)
     registered = probes.list_probes()
     per_block = [p.name for p in registered if set(BLOCK_INPUTS) & set(p.needs)]
     bn_stats = features.bn_stats or (None,) * len(features.blocks)
@@ -98,11 +102,20 @@ def run_probes(
         # Widest blocks first, one per task: the costliest probes grow with the width, and a
         # worker that frees up takes the next block (without this, 5 equal blocks went 3 + 2).
         order = sorted(range(len(inputs)), key=lambda i: -features.pretrained[i].shape[1])
-        done = Parallel(n_jobs=jobs, backend="loky", batch_size=1)(
+        # A generator yields each block as it is done (in submission order), so the
+        # progress moves while the other workers are still busy.
+        done = Parallel(n_jobs=jobs, backend="loky", batch_size=1, return_as="generator")(
             delayed(_measure)(per_block, inputs[i]) for i in order)
-        columns = [done[order.index(i)] for i in range(len(inputs))]
+        by_block = {}
+        for i, column in zip(order, done):
+            by_block[i] = column
+            tick(1)
+        columns = [by_block[i] for i in range(len(inputs))]
     else:
-        columns = [_measure(per_block, block) for block in inputs]
+        columns = []
+        for block in inputs:
+            columns.append(_measure(per_block, block))
+            tick(1)
     once = _measure([p.name for p in registered if p.name not in per_block],
                     {"source_probs": features.source_probs, "labels": labels})
     results = []

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import math
+import re
+import shlex
+import sys
 import unicodedata
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
 import probes
+from heuristics.baseline import BINARY_LR
 from probes import Measurement
 from recommender.config import VALIDATE_MEASURED
 from recommender.data.splits import SPLIT_FRACTIONS
@@ -46,7 +50,42 @@ def printable(text: str) -> str:
 
 
 def console(stderr: bool, quiet: bool = False) -> Console:
-    return Console(stderr=stderr, quiet=quiet, highlight=False)
+    """A console on stdout or stderr. A pipe or file gets text without hard wraps (a long
+    line stays one line) and without the spaces rich pads lines with; NO_COLOR is honoured
+    by rich itself."""
+    terminal = Console(stderr=stderr, quiet=quiet, highlight=False)
+    if terminal.is_terminal:
+        return terminal
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=_Unpadded(stream), quiet=quiet, highlight=False, soft_wrap=True)
+
+
+class _Unpadded(io.TextIOBase):
+    """Writes whole lines to ``stream`` with their trailing spaces removed (rich pads table
+    cells and titles to the column width)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._line = ""
+
+    @property
+    def encoding(self) -> str:  # what rich checks to choose box characters
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text: str) -> int:
+        *lines, self._line = (self._line + text).split("\n")
+        for line in lines:
+            self._stream.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self._line:
+            self._stream.write(self._line)
+            self._line = ""
+        self._stream.flush()
 
 
 def print_error(exc: NbtlError) -> None:
@@ -64,7 +103,10 @@ def stage_printer(err: Console) -> Callable[[str], None]:
 def progress_factory(err: Console) -> Callable[[str, int, str], Callable[[int], None]]:
     """``start(label, total, unit)`` draws a progress bar on ``err`` and returns ``advance(n)``;
     the bar goes away when ``total`` is reached. Bars started while others run stack below
-    them in one display (epochs above batches)."""
+    them in one display (epochs above batches). Not on a pipe or a file: a bar there is only
+    blank lines between the stage lines."""
+    if not err.is_terminal:
+        return lambda _label, _total, _unit: lambda _count: None
     progress = Progress(
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[unit]}"), TimeRemainingColumn(), console=err, transient=True,
@@ -96,38 +138,46 @@ def progress_factory(err: Console) -> Callable[[str, int, str], Callable[[int], 
 
 
 def print_probe_list(out: Console) -> None:
-    table = Table(title="Measures of fit", title_justify="left")
-    for column in ("name", "needs", "direction", "meaning", "reference"):
-        table.add_column(column, overflow="fold")
+    """The registered measures, one block each: a table's narrow columns would break words
+    when the output is a pipe or a narrow terminal."""
     for probe in probes.list_probes():
-        table.add_row(probe.name, ", ".join(probe.needs),
-                      "higher is better" if probe.higher_is_better else "lower is better",
-                      probe.meaning, probe.reference)
-    out.print(table)
+        direction = "higher is better" if probe.higher_is_better else "lower is better"
+        out.print(Text.assemble((probe.name, "bold"), f" ({probe.label}, {direction}; needs "
+                                f"{', '.join(probe.needs)})"))
+        out.print(Text(f"  {probe.meaning}"))
+        out.print(Text(f"  {probe.reference}", style="dim"))
 
 
-def print_report(result: Result, out: Console) -> None:
+def print_report(result: Result, out: Console, *, explain: bool = False) -> None:
+    """The answer first (verdict, what to change and why, settings), then the evidence
+    (dataset, model, measures, validation); definitions and sources only with ``explain``."""
     doc = result.to_dict()
+    rec = doc["recommendation"]
     out.print()
-    out.rule("[bold]nbtl · transferability and fine-tuning recommendation")
+    out.rule("[bold]nbtl · fine-tuning recommendation")
+    _print_verdict(result, doc, out)
+    sources = _print_settings(rec, out, explain)
+    out.print()
     _print_dataset(doc["dataset"], out)
     if result.analysed == "train":
         out.print(Text("         (the training split: the probes and the recommendation never "
                        "see the validation and test images)", style="dim"))
     _print_model(doc["model"], out)
-    _print_measures(result, out)
-    _print_recommendation(doc["recommendation"], out)
+    _print_measures(result, out, explain)
     if result.validation is not None:
         _print_validation(doc["validation"], result.validation, result.timings, out)
+    if explain:
+        _print_sources(sources, out)
     timings = result.timings
     cached = " (from cache)" if result.features_from_cache else ""
     scratch = f", scratch training {timings['scratch_s']:.1f} s" if "scratch_s" in timings else ""
     validation = (f", fine-tuning {_minutes(timings['validation_s'])}"
                   if "validation_s" in timings else "")
+    more = "" if explain else " · more: --explain"
     out.print(Text(
         f"Time: features {timings.get('features_s', 0):.1f} s{cached}, probes "
         f"{timings.get('probes_s', 0):.1f} s{scratch}{validation}, total "
-        f"{_minutes(timings.get('total_s', 0))}", style="dim"))
+        f"{_minutes(timings.get('total_s', 0))}{more}", style="dim"))
 
 
 def _minutes(seconds: float) -> str:
@@ -164,7 +214,7 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
         f"{', '.join(map(str, val['seeds']))}. The budget is reduced so that validation runs "
         f"in minutes on a CPU ({VALIDATE_MEASURED}): it tests "
         "the settings' direction, not their final accuracy; raise it with --validate-epochs "
-        "and --validate-size.", style="dim"), overflow="fold")
+        "and --validate-size.", style="dim"))
     table = Table(title="Test accuracy (%)", title_justify="left")
     for column in ("setting", "test mean", "± spread", "per seed", "validation", "wall time"):
         table.add_column(column, justify="left" if column in ("setting", "per seed") else "right",
@@ -189,7 +239,7 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
         ("  recommended - default: ", "bold"),
         (f"{100 * diff['recommended_minus_default']:+.1f} points", "bold"),
         (f" ± {100 * spread:.1f} (paired over seeds)" if spread is not None else
-         " (one seed: no spread)", ""), (f" · {verdict}", "dim")), overflow="fold")
+         " (one seed: no spread)", ""), (f" · {verdict}", "dim")))
     if "best_found_minus_recommended" in diff:
         s = diff["best_found_spread"]
         out.print(Text.assemble(
@@ -216,8 +266,7 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
         else:
             kept = (f"Resumable: the trials are stored in {printable(search['storage'])}; rerun "
                     "the same command to add trials (raise --search) or reuse them.")
-        out.print(Text(f"  * best by validation accuracy. {kept}", style="dim"),
-                  overflow="fold")
+        out.print(Text(f"  * best by validation accuracy. {kept}", style="dim"))
 
 
 def _verdict(mean: float, spread: float | None) -> str:
@@ -235,7 +284,7 @@ def _print_dataset(dataset: dict[str, Any], out: Console) -> None:
         f"{dataset['num_classes']} classes, {dataset['num_images']} images, "
         f"{dataset['num_skipped']} skipped"))
     counts = ", ".join(f"{name} {n}" for name, n in dataset["class_counts"].items())
-    out.print(Text(f"         {printable(counts)}", style="dim"), overflow="fold")
+    out.print(Text(f"         {printable(counts)}", style="dim"))
     for warning in dataset["warnings"]:
         out.print(Text(f"         warning: {printable(warning)}", style="yellow"))
     skipped = dataset["skipped"]
@@ -255,30 +304,38 @@ def _print_model(model: dict[str, Any], out: Console) -> None:
         f"input {size} px, {model['interpolation']}"))
 
 
-def _print_measures(result: Result, out: Console) -> None:
+def _print_measures(result: Result, out: Console, explain: bool) -> None:
+    """Blocks as rows and measures as columns, 3 significant figures; when the columns do not
+    fit the console's width they continue in a second table, so no number is cut."""
     registry = {p.name: p for p in probes.list_probes()}
     per_block = [p for p in result.probes if p.per_block]
-    table = Table(title="Measures by block (bottom-up: input → penultimate features)",
-                  title_justify="left", caption="↑ higher is better · ↓ lower is better · "
-                  "± standard deviation over cross-validation folds", caption_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("measure", no_wrap=True)
-    for block, dim in zip(result.blocks, result.dims):
-        table.add_column(f"{block}\n{dim}-d", justify="right", no_wrap=True)
+    units = []  # (headers, cells per block): a measure, and its fold spread beside it
     for p in per_block:
-        table.add_row(_label(registry[p.name]),
-                      *(_short(m.value) if m else "n/a" for m in p.values))
+        label = _label(registry[p.name])  # words stacked, the arrow kept with the last
+        columns = [(label.replace(" ", "\n", label.count(" ") - 1),
+                    [_sig3(m.value) if m else "n/a" for m in p.values])]
         if any(m is not None and m.spread is not None for m in p.values):
-            table.add_row(Text("  ±", style="dim"), *(
-                Text(_short(m.spread), style="dim") if m and m.spread is not None else ""
-                for m in p.values))
+            columns.append(("±", [_sig3(m.spread) if m and m.spread is not None else ""
+                                  for m in p.values]))
+        units.append(columns)
     out.print()
-    out.print(table)
+    out.print(Text("Measures by block", style="bold"),
+              Text("(rows bottom-up: input → penultimate features)", style="dim"))
+    fixed = [("block", list(result.blocks)), ("dim", [str(d) for d in result.dims])]
+    chunk: list[tuple[str, list[str]]] = []
+    for unit in units:
+        if chunk and _width([*fixed, *chunk, *unit]) > out.width:
+            _print_block_table([*fixed, *chunk], out)
+            chunk = []
+        chunk.extend(unit)
+    if chunk:
+        _print_block_table([*fixed, *chunk], out)
+    out.print(Text("↑ higher is better · ↓ lower is better · ± spread over cross-validation "
+                   "folds", style="dim"))
     once = [p for p in result.probes if not p.per_block]
     if once:
         cells = [f"{_label(registry[p.name])} {_fmt(p.summary)}" for p in once]
-        out.print(Text.assemble(("Source head ", "bold"), "(whole model): ", " · ".join(cells)),
-                  overflow="fold")
+        out.print(Text.assemble(("Source head ", "bold"), "(whole model): ", " · ".join(cells)))
     if result.scratch is not None:
         s = result.scratch
         out.print(Text.assemble(
@@ -287,85 +344,235 @@ def _print_measures(result: Result, out: Console) -> None:
             f"from random initialisation for {s.epochs} epoch{'s' * (s.epochs != 1)} at "
             f"{s.image_size} px on "
             f"{s.n_train} images, tested on {s.n_test} held out (a short budget: a lower "
-            "bound on full training)"), overflow="fold")
-    out.print(Text("What they mean", style="bold"))
+            "bound on full training)"))
+    if explain:
+        out.print(Text("What they mean", style="bold"))
     for p in result.probes:
         probe = registry[p.name]
-        out.print(Text(f"  {_label(probe)}: {probe.meaning} ({probe.reference})", style="dim"),
-                  overflow="fold")
+        if explain:
+            out.print(Text(f"  {_label(probe)}: {probe.meaning} ({probe.reference})",
+                           style="dim"))
         reasons = {error for error in p.errors if error}
-        for error in sorted(reasons):
+        for error in sorted(reasons):  # always: they say why a cell reads n/a
             where = [b for b, e in zip(result.blocks, p.errors) if e == error] \
                 if p.per_block else []
             at = f" at {', '.join(where)}" if where else ""
-            out.print(Text(f"    unavailable{at}: {error.removeprefix('unavailable: ')}",
-                           style="yellow"), overflow="fold")
+            out.print(Text(f"  {_label(probe)} unavailable{at}: "
+                           f"{error.removeprefix('unavailable: ')}", style="yellow"))
 
 
-def _short(value: float) -> str:
-    """At most 4 significant digits, for table cells."""
+def _width(columns: list[tuple[str, list[str]]]) -> int:
+    """Characters a block table of these columns takes: each column's widest line, plus one
+    space after every column."""
+    return sum(max(len(line) for text in (header, *cells) for line in text.split("\n")) + 1
+               for header, cells in columns)
+
+
+def _print_block_table(columns: list[tuple[str, list[str]]], out: Console) -> None:
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for i, (header, _) in enumerate(columns):
+        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=True,
+                         style="dim" if header == "±" else "")
+    for row in zip(*(cells for _, cells in columns)):
+        table.add_row(*row)
+    out.print(table)
+
+
+def _sig3(value: float | None) -> str:
+    """3 significant figures, exponents written short (``1.2e3``), for table cells."""
     if value is None or not math.isfinite(value):
         return "n/a"
-    if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-        return f"{value:.1e}"
-    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    text = f"{value:.3g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text
 
 
 def _label(probe) -> str:
     return f"{probe.label} {'↑' if probe.higher_is_better else '↓'}"
 
 
-def _print_recommendation(rec: dict[str, Any], out: Console) -> None:
+# The settings the verdict names: the non-binary choices of the paper.
+KEY_SETTINGS = ("reinit_top_blocks", "split_block", "base_lr", "l2sp_weight", "lp_ft")
+_CONFIDENCE_ORDER = ("low", "medium", "high")
+
+
+def _print_verdict(result: Result, doc: dict[str, Any], out: Console) -> None:
+    """How well the features fit, what to change from the binary default and why, how sure,
+    and how to check: the first screen."""
+    rec = doc["recommendation"]
+    hp, details = rec["hyperparameters"], rec["details"]
+    out.print(Text.assemble(("Fit  ", "bold"), _fit_sentence(result, doc)))
+    out.print(Text(f"Change from the binary default (every layer transferred, one learning rate "
+                   f"{_fmt_value(BINARY_LR)}, L2 toward zero):", style="bold"))
+    for change, setting in _changes(hp, result.blocks, BINARY_LR):
+        detail = details.get(setting, {})
+        user = detail.get("set_by") == "override"
+        why = "set by you (--set)" if user else _first_sentence(detail.get("reason", ""))
+        out.print(Text.assemble("  • ", (change, "bold"), ": ",
+                                (why, "magenta" if user else "")))
+    levels = {name: details[name]["confidence"] for name in KEY_SETTINGS if name in details}
+    ranked = [c for c in levels.values() if c in _CONFIDENCE_ORDER]
+    overall = min(ranked, key=_CONFIDENCE_ORDER.index) if ranked else "user"
+    weakest = [name for name, c in levels.items() if c == overall]
+    line = Text.assemble(("Confidence  ", "bold"),
+                         (overall, _CONFIDENCE_STYLE.get(overall, "magenta")))
+    if overall != "user":
+        line.append(f" ({', '.join(weakest)})")
+    if result.validation is not None:
+        line.append(". The validation below fine-tunes it against the default.")
+    elif overall == "low":
+        line.append(". Check it against the default on your data: ")
+        line.append(printable(_validate_command(result)), style="bold")
+    out.print(line)
+    for warning in rec.get("warnings", []):
+        out.print(Text(f"Warning  {printable(warning['text'])}", style="yellow"))
+
+
+def _first_sentence(text: str) -> str:
+    """A reason's first sentence: the why; the rest restates the change (``--explain`` has it
+    all). A sentence ends at a full stop before a capital letter ("et al. 2018" goes on)."""
+    return re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+
+
+def _fit_sentence(result: Result, doc: dict[str, Any]) -> str:
+    """The fit in words and the key numbers; the words follow the thresholds the rules use."""
+    from heuristics.rules.lpft import LP_FT_MIN_PROBE
+    from heuristics.rules.regularisation import FIT_MIN_PRETRAINING_GAIN
+
+    summary = {p.name: p.summary for p in result.probes}
+    probe, gain = summary.get("linear_probe_accuracy"), summary.get("pretraining_gain")
+    confidence = summary.get("source_confidence")
+    chance = 1 / doc["dataset"]["num_classes"]
+    numbers = []
+    if probe is not None:
+        numbers.append(f"a linear probe on the top block ({result.blocks[-1]}) reaches "
+                       f"{_fmt(probe)} accuracy (chance {chance:.2g})")
+    if gain is not None:
+        numbers.append(f"pre-training adds {gain.value:+.2f} over random-init features")
+    if confidence is not None:
+        numbers.append(f"the ImageNet head's mean confidence is {confidence.value:.2f}")
+    if probe is None or gain is None:
+        words = "The fit could not be measured fully"
+    else:
+        strong = (probe.value - chance) / (1 - chance) >= LP_FT_MIN_PROBE
+        helps = gain.value >= FIT_MIN_PRETRAINING_GAIN
+        words = ("The pre-trained features fit well" if strong and helps else
+                 "The pre-trained features fit partly: pre-training helps, but the features "
+                 "must still change" if helps else
+                 "The pre-trained features fit poorly: pre-training adds little")
+    return f"{words} — {'; '.join(numbers)}." if numbers else f"{words}."
+
+
+def _changes(hp: dict[str, Any], blocks: tuple[str, ...], default_lr: float
+             ) -> list[tuple[str, str]]:
+    """(what to change, the setting whose reason says why), for each departure from the
+    binary default."""
+    changes = []
+    n = hp["reinit_top_blocks"]
+    if n:
+        changes.append((f"re-initialise the top {n} block{'s' * (n != 1)} "
+                        f"({', '.join(blocks[-n:])})", "reinit_top_blocks"))
+    rates = {g["name"]: g["lr"] for g in hp["lr_groups"]}
+    if len(set(rates.values())) > 1:
+        listed = ", ".join(f"{name} {_fmt_value(lr)}" for name, lr in rates.items())
+        changes.append((f"learning rates per group: {listed}", "lower_lr"))
+    elif hp["base_lr"] != default_lr:
+        changes.append((f"learning rate {_fmt_value(hp['base_lr'])} for every group",
+                        "base_lr"))
+    if hp["l2sp_weight"] > 0:
+        lower = [b for g in hp["lr_groups"] if g["penalty"] == "l2sp" for b in g.get("blocks", ())]
+        changes.append((f"L2-SP {_fmt_value(hp['l2sp_weight'])} toward the pre-trained weights"
+                        f"{' on ' + ', '.join(lower) if lower else ''}, L2 "
+                        f"{_fmt_value(hp['l2_weight'])} on the rest", "l2sp_weight"))
+    if hp["lp_ft"]:
+        changes.append((f"train the head alone for {hp['lp_epochs']} epoch(s) first (LP-FT)",
+                        "lp_ft"))
+    return changes
+
+
+def _validate_command(result: Result) -> str:
+    """The command that checks this recommendation: the same inputs with --validate."""
+    options = result.options
+    parts = ["nbtl-recommend", result.dataset.root]
+    for flag, value in (("--labels", options.labels_csv), ("--model", options.model),
+                        ("--weights", options.weights), ("--image-size", options.image_size),
+                        ("--max-per-class", options.max_per_class)):
+        if value is not None:
+            parts += [flag, value]
+    if options.seed:
+        parts += ["--seed", options.seed]
+    for name, value in options.overrides.items():
+        parts += ["--set", f"{name}={_fmt_value(value)}"]
+    return shlex.join([*map(str, parts), "--validate"])
+
+
+def _print_settings(rec: dict[str, Any], out: Console, explain: bool) -> list[str]:
+    """The settings table (the full reasons and the sources only with ``explain``); returns
+    the sources in citation order."""
     hp = rec["hyperparameters"]
     out.print()
     out.print(Text("Recommended fine-tuning settings", style="bold"),
-              Text("(value · search range · confidence · why)", style="dim"))
+              Text("(the deciding rule's reasoning: --explain and the JSON)", style="dim"))
+    rows = []
     sources: list[str] = []
     for name, detail in rec["details"].items():
         user = detail.get("set_by") == "override"
         source = detail.get("source") or ""
         if source and source not in sources and not user:
             sources.append(source)
-        cite = f" [{sources.index(source) + 1}]" if source in sources else ""
-        out.print(Text.assemble(
-            ("  ", ""), (name, "bold magenta" if user else "bold"),
-            (f" = {_fmt_value(detail['value'])}", "bold"),
-            (f" · range {_fmt_range(detail['range'])}", ""),
-            (f" · {'set by you' if user else detail['confidence']}",
-             "magenta" if user else _CONFIDENCE_STYLE.get(detail["confidence"], "")),
-            (f" · {detail.get('reason', '')}", "magenta" if user else "dim"),
-            (cite, "cyan")),
-            overflow="fold")
+        cite = f" [{sources.index(source) + 1}]" if explain and source in sources else ""
+        rows.append((
+            Text(name, style="magenta" if user else ""), Text(_fmt_value(detail["value"])),
+            Text(_fmt_range(detail["range"])),
+            Text("set by you" if user else detail["confidence"],
+                 style="magenta" if user else _CONFIDENCE_STYLE.get(detail["confidence"], "")),
+            Text.assemble((detail.get("set_by", ""), "dim"), (cite, "cyan"))))
+    headers = ("setting", "value", "search range", "conf.", "rule")
+    # The rule column only where it fits: on a narrow console --explain and the JSON name it.
+    widths = [max(len(h), *(len(row[i].plain) for row in rows)) + 1
+              for i, h in enumerate(headers)]
+    shown = len(headers) if sum(widths) <= out.width else len(headers) - 1
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for column in headers[:shown]:
+        table.add_column(column, no_wrap=column != "search range")
+    for row in rows:
+        table.add_row(*row[:shown])
+    out.print(table)
     if rec.get("overrides"):
         out.print(Text("  Settings marked 'set by you' come from --set; the settings that "
                        "depend on them followed your value.", style="magenta"))
-    groups = Table(title="Learning-rate groups", title_justify="left")
-    for column in ("group", "lr", "penalty", "blocks", "modules"):
-        groups.add_column(column, overflow="fold")
+    groups = []
     for group in hp["lr_groups"]:
         penalty = {"l2sp": f"L2-SP {_fmt_value(hp['l2sp_weight'])}",
                    "l2": f"L2 {_fmt_value(hp['l2_weight'])}"}.get(group["penalty"],
                                                                    group["penalty"])
-        modules = "(all other parameters)" if group.get("rest") else ", ".join(group["modules"])
-        groups.add_row(group["name"], _fmt_value(group["lr"]), penalty,
-                       ", ".join(group.get("blocks", ())), modules)
-    out.print(groups)
+        where = ("all other parameters" if group.get("rest")
+                 else ", ".join(group.get("blocks", ())) or ", ".join(group["modules"]))
+        if explain and group["modules"]:
+            where += f"; modules {', '.join(group['modules'])}"
+        groups.append(f"{group['name']} {_fmt_value(group['lr'])} ({penalty}; {where})")
     excluded = " and ".join(hp.get("exclude_from_decay", ())) or "nothing"
-    if hp["l2sp_weight"] > 0 and hp["l2sp_modules"]:
-        out.print(Text(f"L2-SP alpha/2·||w - w0||² (alpha {_fmt_value(hp['l2sp_weight'])}) pulls "
-                       "the lower transferred blocks toward their pre-trained weights; L2 "
-                       f"beta/2·||w||² (beta {_fmt_value(hp['l2_weight'])}) on the rest; "
-                       f"{excluded} excluded from both."), overflow="fold")
-    else:
-        out.print(Text(f"L2-SP off: plain L2 beta/2·||w||² (beta {_fmt_value(hp['l2_weight'])}) "
-                       f"on every weight, {excluded} excluded."), overflow="fold")
-    if hp.get("lp_ft"):
-        out.print(Text(f"LP-FT: train the new layers alone for {hp['lp_epochs']} epoch(s), then "
-                       f"everything, {hp['epochs']} epochs in all."), overflow="fold")
+    lp_ft = (f"; LP-FT: the new layers alone for {hp['lp_epochs']} epoch(s), then everything, "
+             f"{hp['epochs']} epochs in all" if hp.get("lp_ft") else "")
+    out.print(Text.assemble(("Learning-rate groups ", "bold"), " · ".join(groups),
+                            (f"; {excluded} under neither penalty{lp_ft}", "dim")))
+    if explain:
+        out.print(Text("Why, setting by setting", style="bold"))
+        for name, detail in rec["details"].items():
+            source = detail.get("source") or ""
+            cite = f" [{sources.index(source) + 1}]" if source in sources else ""
+            out.print(Text.assemble(("  ", ""), (name, "bold"), ": ",
+                                    (detail.get("reason", ""), "dim"), (cite, "cyan")))
+    return sources
+
+
+def _print_sources(sources: list[str], out: Console) -> None:
     out.print()
     out.print(Text("Sources", style="bold"))
     for number, source in enumerate(sources, 1):
-        out.print(Text.assemble((f"  [{number}] ", "cyan"), (source, "dim")), overflow="fold")
+        out.print(Text.assemble((f"  [{number}] ", "cyan"), (source, "dim")))
     out.print(Text("  (the JSON carries each setting's deciding rule and measure values, and "
                    "every rule evaluated, fired or not, in recommendation.trace)", style="dim"))
 
