@@ -30,6 +30,14 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Emit(str, Enum):
+    """``--emit``: the recommendation as input for the user's own trainer
+    (:data:`recommender.export.EMIT_KINDS`)."""
+
+    timm = "timm"
+    torch = "torch"
+
+
 @app.command(context_settings={"help_option_names": ["-h", "--help"]})
 def recommend_command(
     path: Annotated[Path | None, typer.Argument(
@@ -92,6 +100,14 @@ def recommend_command(
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the result as JSON to this file, or '-' for stdout "
                        "(the report then goes to stderr).")] = None,
+    emit: Annotated[Emit | None, typer.Option(
+        "--emit", help="Also print the recommendation for your own trainer on stdout (the "
+                       "report then goes to stderr): 'timm' the flags of timm's train.py, "
+                       "'torch' a PyTorch snippet with the parameter groups and the "
+                       "regulariser.", show_default=False)] = None,
+    explain: Annotated[bool, typer.Option(
+        "--explain", "-v", help="A longer report: what each measure means and the sources of "
+                                "the rules.")] = False,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No report or progress; errors only.")] = False,
     list_probes: Annotated[bool, typer.Option(
@@ -118,6 +134,9 @@ def recommend_command(
     if json_out is not None and not json_out.strip():
         raise UsageError("--json is given an empty file name.",
                          "Give a file path, or '-' to write the JSON to stdout.")
+    if emit is not None and json_out == "-":
+        raise UsageError(f"--emit {emit.value} and --json - both write to stdout.",
+                         "Write the JSON to a file (--json FILE), or leave out one of them.")
     overrides = _parse_overrides(set_values or [])
     options = Options.from_kwargs(
         labels_csv=labels, model=model, weights=weights, image_size=image_size,
@@ -129,10 +148,12 @@ def recommend_command(
     from recommender.pipeline import recommend
 
     json_to_stdout = json_out == "-"
-    out = report.console(stderr=json_to_stdout)
+    json_file = Path(json_out) if json_out and not json_to_stdout else None
+    out = report.console(stderr=json_to_stdout or emit is not None)
     err = report.console(stderr=True, quiet=quiet)
-    if json_out and not json_to_stdout:
-        _refuse_inside(Path(json_out), path, "--json")
+    if json_file is not None:
+        _refuse_inside(json_file, path, "--json")
+        _check_writable(json_file)
     if search_db is not None:
         _refuse_inside(search_db, path, "--search-db")
     result = recommend(
@@ -141,12 +162,20 @@ def recommend_command(
         progress=None if quiet else report.progress_factory(err),
     )
     # The JSON file first: a report cut short (a closed pipe) must not lose it.
-    if json_out and not json_to_stdout:
-        Path(json_out).write_text(_document(result), encoding="utf-8")
+    if json_file is not None:
+        json_file.write_text(_document(result), encoding="utf-8")
+    if emit is not None:
+        from recommender.export import emit as export
+
+        sys.stdout.write(export(result, emit.value))
+        sys.stdout.flush()  # the snippet before the report when both go to one terminal
     if not quiet:
-        report.print_report(result, out)
+        report.print_report(result, out, explain=explain)
     if json_to_stdout:
         sys.stdout.write(_document(result))
+    if json_file is not None:
+        err.print(report.printable(f"Wrote the JSON to {json_file}."), markup=False,
+                  soft_wrap=True)
 
 
 def _parse_overrides(texts: list[str]) -> dict[str, object]:
@@ -179,8 +208,32 @@ def _refuse_inside(target: Path, dataset: Path, option: str) -> None:
         )
 
 
+def _check_writable(target: Path) -> None:
+    """A --json file that cannot be written is refused before the analysis, not after it
+    (when its results would be lost). The folder is not created: a typo in it would
+    otherwise scatter files."""
+    if target.is_dir():
+        raise UsageError(f"--json {target} is a folder.",
+                         f"Give a file name, e.g. --json {target / 'result.json'}.")
+    folder = target.parent
+    if not folder.is_dir():
+        raise UsageError(f"--json {target}: the folder {folder} does not exist (nbtl does "
+                         "not create it).", f"Create it first (mkdir -p {folder}), or choose "
+                                            "another path.")
+    if not os.access(target if target.exists() else folder, os.W_OK):
+        raise UsageError(f"--json {target} cannot be written (no permission).",
+                         "Choose a file in a folder you can write to.")
+
+
 def main() -> None:
     """Console-script entry point: NbtlError -> message on stderr and its exit code."""
+    try:
+        _main()
+    finally:
+        _stop_workers()
+
+
+def _main() -> None:
     command = typer.main.get_command(app)
     try:
         with warnings.catch_warnings():
@@ -208,6 +261,20 @@ def main() -> None:
         _interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _stop_workers() -> None:
+    """End the probes' worker processes (joblib keeps them for reuse) here, where a Ctrl-C
+    is one 'interrupted' line, rather than in the interpreter's exit, where it is a
+    traceback; ``kill_workers``: an interrupted block's work is not waited for."""
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None)  # None: no workers were started
+    if executor is None:
+        return
+    try:
+        executor.shutdown(wait=True, kill_workers=True)
+    except KeyboardInterrupt:
+        _interrupted()
 
 
 def _interrupted() -> NoReturn:

@@ -16,6 +16,7 @@ import numpy as np
 
 import heuristics
 import probes
+from heuristics.overrides import check_overrides
 from recommender.analysis import ProbeResult, block_profile, run_probes, summary_measures
 from recommender.cache import cache_dir
 from recommender.config import Options
@@ -124,6 +125,9 @@ def recommend(
         raise TypeError("recommend() takes options or keyword arguments, not both")
     options = options if options is not None else Options.from_kwargs(**kwargs)
     options.check()  # before minutes of work, not after
+    # Before the features cache is looked up: a missing GPU fails the same way whether or
+    # not the features are cached.
+    device = resolve_device(options.device)
     if options.use_cache:
         _refuse_cache_inside(Path(path))
     say = on_stage or (lambda _text: None)
@@ -139,6 +143,9 @@ def recommend(
     backbone = load_backbone(options.model, options.weights, image_size=options.image_size,
                              offline=options.offline, use_cache=options.use_cache)
     timings["model_s"] = time.perf_counter() - mark
+    # Block names are known only now: a --set that names a missing block fails before the
+    # features are extracted, not after.
+    _check_overrides(options.overrides, backbone.blocks)
 
     say("Extracting features")
     mark = time.perf_counter()
@@ -146,14 +153,15 @@ def recommend(
     on_batch = progress("features", len(paths), "images") if progress else None
     features = extract_features(
         paths, backbone, batch_size=options.batch_size, workers=options.workers,
-        device=options.device, use_cache=options.use_cache, on_batch=on_batch,
+        device=device, use_cache=options.use_cache, on_batch=on_batch,
     )
     timings["features_s"] = time.perf_counter() - mark
 
     say("Computing probes")
     mark = time.perf_counter()
     labels = np.array([label for _, label in dataset.samples])
-    results = run_probes(features, labels)
+    on_block = progress("probes", len(features.blocks), "blocks") if progress else None
+    results = run_probes(features, labels, on_block=on_block)
     timings["probes_s"] = time.perf_counter() - mark
 
     scratch_result = None
@@ -165,22 +173,27 @@ def recommend(
         on_step = progress("scratch", epochs, "epochs") if progress else None
         scratch_result = scratch_accuracy(
             dataset, backbone, epochs=epochs, seed=options.seed,
-            device=resolve_device(options.device), on_image=on_image,
+            device=device, on_image=on_image,
             on_epoch=(lambda _epoch, _loss: on_step(1)) if on_step else None)
         timings["scratch_s"] = time.perf_counter() - mark
 
     profile = block_profile(results)
 
     def remake(extra: Mapping[str, Any]) -> heuristics.Recommendation:
-        return heuristics.advise(
-            summary_measures(results, scratch_result),
-            profile=profile,
-            blocks=backbone.blocks,
-            head_modules=backbone.head_modules,
-            num_images=len(dataset.samples),
-            num_classes=len(dataset.classes),
-            overrides={**dict(options.overrides), **dict(extra)},
-        )
+        try:
+            return heuristics.advise(
+                summary_measures(results, scratch_result),
+                profile=profile,
+                blocks=backbone.blocks,
+                head_modules=backbone.head_modules,
+                num_images=len(dataset.samples),
+                num_classes=len(dataset.classes),
+                overrides={**dict(options.overrides), **dict(extra)},
+            )
+        except ValueError as exc:
+            if not options.overrides:  # the rules alone failed: a bug, not a user mistake
+                raise
+            raise _override_error(exc) from None
 
     recommendation = remake({})
     validation = None
@@ -188,7 +201,7 @@ def recommend(
         mark = time.perf_counter()
         validation = validate_recommendation(
             recommendation, remake, backbone, split, validation=options.validation,
-            search=options.search, seed=options.seed, device=resolve_device(options.device),
+            search=options.search, seed=options.seed, device=device,
             fixed=tuple(options.overrides), use_cache=options.use_cache, say=say,
             progress=progress, timings=timings)
         timings["validation_s"] = time.perf_counter() - mark
@@ -207,6 +220,20 @@ def recommend(
         timings=timings,
         features_from_cache=features.from_cache,
     )
+
+
+def _check_overrides(overrides: Mapping[str, Any], blocks: tuple[heuristics.Block, ...]) -> None:
+    """``--set`` values against the loaded backbone's blocks (``split_block``,
+    ``reinit_top_blocks``), as a :class:`UsageError` saying what is allowed."""
+    try:
+        check_overrides(overrides, [b.name for b in blocks])
+    except ValueError as exc:
+        raise _override_error(exc) from None
+
+
+def _override_error(exc: ValueError) -> UsageError:
+    return UsageError(f"--set: {exc}.", "Change or leave out that --set; the README lists "
+                                        "the settings (section 'Overriding a recommendation').")
 
 
 def _refuse_cache_inside(dataset: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -239,7 +240,7 @@ def test_set_overrides_a_setting_and_the_report_marks_it(monkeypatch, capsys, sa
     code, out, _ = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--set", "base_lr=0.003",
                        "--set", "lp_ft=true", "--json", str(target))
     assert code == 0
-    assert "base_lr = 0.003" in out and "set by you" in out
+    assert re.search(r"^base_lr +0\.003 .*set by you", out, re.MULTILINE), out
     document = json.loads(target.read_text())
     assert document["recommendation"]["overrides"] == {"base_lr": 0.003, "lp_ft": True}
     assert document["recommendation"]["hyperparameters"]["lp_ft"] is True
@@ -320,3 +321,152 @@ def test_bad_validation_options_are_usage_errors(monkeypatch, capsys, sample_dir
     code, _, err = run(monkeypatch, capsys, str(sample_dir), *VALIDATE, "--validate", option,
                        value)
     assert code == EXIT_USAGE and f"{option} {value}" in err
+
+
+class _FakeResult:
+    """What the command needs of a result once the analysis is done (the analysis stubbed)."""
+
+    def to_dict(self):
+        return {"schema_version": "1.1"}
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """The analysis stubbed out; records how the report and the export were asked for."""
+    import recommender.export
+    import recommender.pipeline
+    from recommender import report
+
+    calls = {}
+
+    def print_report(result, out, *, explain=False):
+        calls["explain"] = explain
+        out.print("REPORT")
+
+    monkeypatch.setattr(recommender.pipeline, "recommend", lambda *a, **k: _FakeResult())
+    monkeypatch.setattr(report, "print_report", print_report)
+    monkeypatch.setattr(recommender.export, "emit", lambda result, kind: f"EMITTED {kind}\n")
+    return calls
+
+
+def test_the_default_report_is_the_short_one(monkeypatch, capsys, sample_dir, shown):
+    code, out, _ = run(monkeypatch, capsys, str(sample_dir))
+    assert code == 0 and shown == {"explain": False} and out == "REPORT\n"
+
+
+@pytest.mark.parametrize("flag", ["--explain", "-v"])
+def test_explain_asks_for_the_report_with_definitions_and_sources(monkeypatch, capsys,
+                                                                    sample_dir, shown, flag):
+    code, _, _ = run(monkeypatch, capsys, str(sample_dir), flag)
+    assert code == 0 and shown["explain"] is True
+
+
+@pytest.mark.parametrize("kind", ["timm", "torch"])
+def test_emit_prints_the_export_on_stdout_and_the_report_on_stderr(monkeypatch, capsys,
+                                                                    sample_dir, shown, kind):
+    code, out, err = run(monkeypatch, capsys, str(sample_dir), "--emit", kind)
+    assert code == 0 and out == f"EMITTED {kind}\n" and "REPORT" in err
+
+
+def test_the_emit_choices_are_the_export_kinds():
+    from recommender.cli import Emit
+    from recommender.export import EMIT_KINDS
+
+    assert tuple(kind.value for kind in Emit) == EMIT_KINDS
+
+
+def test_json_file_says_where_it_was_written(monkeypatch, capsys, sample_dir, tmp_path, shown):
+    target = tmp_path / "out.json"
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), "--json", str(target))
+    assert code == 0 and f"Wrote the JSON to {target}." in err
+    assert json.loads(target.read_text()) == {"schema_version": "1.1"}
+
+
+def test_quiet_json_file_says_nothing(monkeypatch, capsys, sample_dir, tmp_path, shown):
+    code, out, err = run(monkeypatch, capsys, str(sample_dir), "--json",
+                         str(tmp_path / "out.json"), "-q")
+    assert code == 0 and out == "" and err == ""
+
+
+@pytest.fixture
+def hub_model(monkeypatch, tmp_path):
+    """A hub model that is not in the (empty, private) hub cache."""
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_hub_model_offline_says_where_nbtl_looked_and_how_to_get_it(monkeypatch, capsys,
+                                                                     sample_dir, hub_model):
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--model", "resnet18",
+                       "--offline")
+    flat = " ".join(err.split())
+    assert code == EXIT_MODEL and "'resnet18'" in flat and f"local cache {hub_model}" in flat
+    assert "--offline" in flat and "check your connection" not in flat
+    assert "timm.create_model('resnet18', pretrained=True)" in flat and "--weights" in flat
+
+
+def test_hub_model_without_a_network_fails_at_once_with_one_message(monkeypatch, capsys,
+                                                                     sample_dir, hub_model):
+    import time
+
+    import huggingface_hub.constants as hub
+
+    from recommender.models import backbones
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)  # the tests' own setting (conftest)
+    monkeypatch.setattr(backbones, "_hub_reachable", lambda endpoint: False)
+    start = time.perf_counter()
+    code, _, err = run(monkeypatch, capsys, str(sample_dir), *SMALL, "--model", "resnet18")
+    flat = " ".join(err.split())
+    assert code == EXIT_MODEL and time.perf_counter() - start < 30
+    assert f"the hub {hub.ENDPOINT} cannot be reached" in flat and "Retry" not in flat
+    assert "With --offline, nbtl does not try the hub at all." in flat
+
+
+def test_the_probe_workers_end_with_the_command(monkeypatch, capsys):
+    """Not in the interpreter's exit, where a Ctrl-C would print a traceback."""
+    from joblib import Parallel, delayed
+    from joblib.externals.loky import reusable_executor
+
+    from recommender import report
+
+    workers = []
+
+    def use_workers(console):  # what run_probes does
+        Parallel(n_jobs=2, backend="loky")(delayed(abs)(i) for i in range(4))
+        workers.extend(reusable_executor._executor._processes.values())
+
+    monkeypatch.setattr(report, "print_probe_list", use_workers)
+    code, _, _ = run(monkeypatch, capsys, "--list-probes")
+    assert code == 0 and workers and not any(worker.is_alive() for worker in workers)
+
+
+def test_the_probes_stage_moves_a_progress_bar_per_block(monkeypatch, sample_dir):
+    """The tens of seconds of probes are not silent: one step per block (stubbed run)."""
+    import recommender.pipeline
+
+    class Features:
+        blocks = ("stage1", "stage2", "stage3")
+        from_cache = False
+
+        def dims(self):
+            return (4, 4, 4)
+
+    def run_probes(features, labels, jobs=None, on_block=None):
+        for _ in features.blocks:
+            on_block(1)
+        return []
+
+    bars = []
+
+    def progress(label, total, unit):
+        bar = [label, total, unit, 0]
+        bars.append(bar)
+        return lambda n: bar.__setitem__(3, bar[3] + n)
+
+    monkeypatch.setattr(recommender.pipeline, "extract_features", lambda *a, **k: Features())
+    monkeypatch.setattr(recommender.pipeline, "run_probes", run_probes)
+    recommender.pipeline.recommend(sample_dir, max_per_class=2, workers=0, progress=progress)
+    assert ["probes", 3, "blocks", 3] in bars

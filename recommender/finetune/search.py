@@ -220,7 +220,7 @@ def run_search(
 
     if n_trials < 1:
         raise UsageError(f"--search {n_trials} must be at least 1.")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a trial cut by Ctrl-C: no traceback
     try:
         if storage is None:
             journal = optuna.storages.InMemoryStorage()

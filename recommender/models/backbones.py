@@ -153,19 +153,86 @@ def _hub_offline(offline: bool) -> Iterator[None]:
 
 
 def _from_hub(name: str, offline: bool) -> nn.Module:
+    """timm ``name`` with its pre-trained weights: from the local hub cache when they are
+    there (no network), else downloaded, unless ``offline`` or the hub cannot be reached.
+
+    The hub client retries a failed connection for about a minute, logging each try; the
+    reachability check before the download turns that into one message within seconds.
+    """
+    import huggingface_hub.constants as hub
     import timm
 
     try:
-        with _hub_offline(offline):
+        with _hub_offline(True), _quiet_hub():
+            return timm.create_model(name, pretrained=True)
+    except Exception:  # not cached (or no such weights): the hub decides below
+        pass
+    offline = offline or bool(hub.HF_HUB_OFFLINE)
+    if offline:
+        raise _not_available(name, "--offline (or HF_HUB_OFFLINE=1) keeps nbtl from asking the "
+                                   "hub", offline)
+    if not _hub_reachable(hub.ENDPOINT):
+        raise _not_available(name, f"the hub {hub.ENDPOINT} cannot be reached", offline)
+    try:
+        with _quiet_hub():
             return timm.create_model(name, pretrained=True)
     except Exception as exc:  # timm/hub raise many types: all mean "no weights here"
-        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ModelUnavailableError(
-            f"Could not get pre-trained weights for timm model '{name}': {reason}",
-            "Without a model hub or a local cache, pass --weights FILE (.safetensors or a "
-            "torch state dict for this architecture), or leave out --model to use the "
-            f"embedded default {DEFAULT_MODEL}.",
-        ) from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _not_available(name, f"the hub {hub.ENDPOINT} gave none ({reason})",
+                             offline) from None
+
+
+def _not_available(name: str, why: str, offline: bool) -> ModelUnavailableError:
+    """Where nbtl looked for the weights of ``name``, and the ways to make them available."""
+    import huggingface_hub.constants as hub
+
+    fetch = f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
+    return ModelUnavailableError(
+        f"No pre-trained weights for timm model '{name}': they are not in the local cache "
+        f"{hub.HF_HUB_CACHE}, and {why}.",
+        f"On a machine with internet, run {fetch} and copy {hub.HF_HUB_CACHE} to the same "
+        "place here (or set HF_HUB_CACHE to the copy); or pass --weights FILE (.safetensors "
+        "or a torch state dict for this architecture); or leave out --model to use the "
+        f"embedded default {DEFAULT_MODEL}."
+        + ("" if offline else " With --offline, nbtl does not try the hub at all."),
+    )
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds (behind a proxy,
+    which a direct connection would miss, the download itself is left to find out)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(variable) for variable in _PROXY_VARIABLES):
+        return True
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """Within the block, the hub client's retry warnings are not printed (nbtl says what
+    failed in one message); the loggers' levels are restored afterwards."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "urllib3", "httpx")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
