@@ -6,7 +6,8 @@ The Python API::
     result = recommender.recommend("data/fashion-mnist-sample")
     result.recommendation.to_dict()["hyperparameters"]
     result.to_dict()          # the JSON document of ``nbtl-recommend --json``
-    applied = recommender.apply_recommendation(model, result, num_classes=10)
+    applied = recommender.apply_recommendation(model, result)  # a head for its classes
+    saved = recommender.load_recommendation("rec.json")  # from nbtl-recommend --json
 
 The sub-packages: :mod:`recommender.data` (dataset scan, image decoding, data splits),
 :mod:`recommender.models` (backbones, layer-wise features, BatchNorm statistics) and
@@ -40,6 +41,11 @@ _EXPORTS = {
     "Applied": "recommender.finetune.apply",
     "ApplyError": "recommender.finetune.apply",
     "L2SPRegulariser": "recommender.finetune.apply",
+    "load_recommendation": "recommender.finetune.apply",
+    "SavedRecommendation": "recommender.finetune.apply",
+    "Phase": "recommender.finetune.loop",
+    "lr_scheduler": "recommender.finetune.loop",
+    "transforms": "recommender.finetune.loop",
     "binary_default": "heuristics",
     "Hyperparameters": "heuristics",
     "NbtlError": "recommender.errors",

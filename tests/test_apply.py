@@ -12,13 +12,16 @@ from torch import nn
 from torch.nn import functional as F
 
 import heuristics
-from heuristics import Hyperparameters, LrGroup, binary_default
+from heuristics import LrGroup, binary_default
 from recommender.finetune.apply import (
     ApplyError,
     L2SPRegulariser,
     apply_recommendation,
     hyperparameters_of,
+    load_recommendation,
 )
+from recommender.finetune.loop import lr_scheduler, transforms
+from recommender.finetune.training import _lr_at
 
 MEASURES = {"linear_probe_accuracy": 0.8, "pretraining_gain": 0.2, "knn_accuracy": 0.75}
 
@@ -33,6 +36,12 @@ def recommendation(backbone, **overrides):
     return heuristics.advise(
         MEASURES, blocks=backbone.blocks, head_modules=backbone.head_modules, num_images=500,
         num_classes=10, overrides=overrides)
+
+
+def _document(rec, classes):
+    """The parts of ``nbtl-recommend --json``'s document that a saved recommendation reads."""
+    return {"schema_version": "1.1", "dataset": {"classes": list(classes)},
+            "recommendation": rec.to_dict()}
 
 
 def _inside(name, modules):
@@ -184,17 +193,52 @@ def test_a_recommendation_and_its_hyperparameters_are_accepted(pretrained):
         assert hyperparameters_of(form) is rec.hyperparameters
 
 
-def test_a_json_document_is_read_through_from_dict(pretrained, tmp_path):
+def test_a_json_document_is_read_through_load_recommendation(pretrained, tmp_path):
     rec = recommendation(pretrained)
     path = tmp_path / "out.json"
-    path.write_text(json.dumps({"schema_version": "1.1", "recommendation": rec.to_dict()}))
-    document = json.loads(path.read_text())
-    with pytest.raises(ApplyError, match="from_dict"):
-        hyperparameters_of(document)
-    hp = Hyperparameters.from_dict(document["recommendation"]["hyperparameters"])
-    assert hp == rec.hyperparameters
+    path.write_text(json.dumps(_document(rec, classes=("a", "b", "c"))))
+    for raw in (path, str(path), json.loads(path.read_text())):
+        with pytest.raises(ApplyError, match="load_recommendation"):
+            hyperparameters_of(raw)
+    saved = load_recommendation(path)
+    assert saved.hyperparameters == rec.hyperparameters and saved.classes == ("a", "b", "c")
+    assert load_recommendation(json.loads(path.read_text())) == saved
     model = copy.deepcopy(pretrained.model)
-    assert apply_recommendation(model, hp, num_classes=3).groups
+    assert apply_recommendation(model, saved).groups
+
+
+def test_a_document_without_a_recommendation_is_refused_naming_the_key(tmp_path):
+    with pytest.raises(ApplyError, match="'recommendation'"):
+        load_recommendation({"schema_version": "1.1", "dataset": {"classes": ["a", "b"]}})
+    path = tmp_path / "report.txt"
+    path.write_text("not json")
+    with pytest.raises(ApplyError, match="not JSON"):
+        load_recommendation(path)
+
+
+def test_num_classes_defaults_to_the_saved_documents_classes(pretrained):
+    saved = load_recommendation(_document(recommendation(pretrained), classes="abcdefg"))
+    applied = apply_recommendation(copy.deepcopy(pretrained.model), saved)
+    assert applied.model.get_classifier().out_features == 7
+
+
+def test_num_classes_given_wins_over_the_saved_one(pretrained):
+    saved = load_recommendation(_document(recommendation(pretrained), classes="abcdefg"))
+    applied = apply_recommendation(copy.deepcopy(pretrained.model), saved, num_classes=3)
+    assert applied.model.get_classifier().out_features == 3
+
+
+def test_num_classes_defaults_to_the_results_dataset(pretrained, sample_dir):
+    from recommender.config import Options
+    from recommender.data.dataset import SOURCE_FOLDER, Dataset
+    from recommender.pipeline import Result
+
+    dataset = Dataset(root=sample_dir, source=SOURCE_FOLDER, classes=("x", "y", "z", "w"),
+                      samples=(), skipped=(), dropped_classes=(), warnings=())
+    result = Result(dataset=dataset, model={}, blocks=(), dims=(), probes=(),
+                    recommendation=recommendation(pretrained), options=Options())
+    applied = apply_recommendation(copy.deepcopy(pretrained.model), result)
+    assert applied.model.get_classifier().out_features == 4
 
 
 def test_a_recommendation_for_another_model_is_refused(pretrained):
@@ -228,3 +272,113 @@ def test_regulariser_on_a_bare_module_and_its_snapshot_is_frozen():
     assert not any(b.requires_grad for b in reg.buffers())
     with pytest.raises(ApplyError, match="both"):
         L2SPRegulariser(model, ["weight"], ["weight"], alpha=1.0, beta=1.0)
+
+
+# --- what a loop needs besides the groups: schedule, LP-FT phases, loss, transforms ---------
+
+def _small(lp_ft=False, lp_epochs=0, **changes):
+    """A three-part network (body with BatchNorm, top, fc head) and hyperparameters for it."""
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("body", nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU()))
+    model.add_module("top", nn.Sequential(nn.Linear(16, 16), nn.ReLU()))
+    model.add_module("fc", nn.Linear(16, 3))
+    hp = replace(binary_default(head_modules=("fc",)), lp_ft=lp_ft, lp_epochs=lp_epochs,
+                 lr_groups=(LrGroup("head", 0.1, (), ("fc",), "l2"),
+                            LrGroup("rest", 0.01, (), ("body", "top"), "l2")), **changes)
+    return model, hp
+
+
+def _factors(scheduler, optimizer, steps):
+    """The learning rate of the first group over ``steps`` batches, relative to its peak."""
+    out = []
+    for _ in range(steps):
+        out.append(optimizer.param_groups[0]["lr"] / optimizer.param_groups[0]["initial_lr"])
+        optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_scheduler_warms_up_linearly_then_decays_by_cosine():
+    model, hp = _small(epochs=4, warmup_epochs=1, schedule="cosine")
+    applied = apply_recommendation(model, hp)
+    optimizer = applied.optimizer()
+    factors = _factors(applied.scheduler(optimizer, steps_per_epoch=2), optimizer, 9)
+    # 2 warm-up steps (1 epoch x 2 batches), then cosine over the other 6 of 8 steps.
+    expected = [0.5, 1.0, 1.0, 0.933, 0.75, 0.5, 0.25, 0.067, 0.0]
+    assert factors == pytest.approx(expected, abs=1e-3)
+    assert optimizer.param_groups[0]["initial_lr"] == 0.1  # the head group's peak
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "step", "constant"])
+def test_scheduler_follows_nbtls_own_schedule(schedule):
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2)
+    factors = _factors(lr_scheduler(optimizer, 5, epochs=6, warmup_epochs=2,
+                                    schedule=schedule), optimizer, 30)
+    assert factors == pytest.approx([_lr_at(s, 1.0, 10, 30, schedule) for s in range(30)])
+
+
+def test_scheduler_past_the_last_step_keeps_the_last_rate():
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.2)
+    factors = _factors(lr_scheduler(optimizer, 1, epochs=4, warmup_epochs=0,
+                                    schedule="cosine"), optimizer, 8)
+    assert factors[4:] == [0.0] * 4
+
+
+def test_without_lp_ft_one_phase_trains_everything_for_all_epochs():
+    model, hp = _small(epochs=7)
+    (phase,) = apply_recommendation(model, hp).phases()
+    assert phase.epochs == 7 and phase.warmup_epochs == hp.warmup_epochs
+    phase.train()
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_lp_ft_head_phase_trains_the_head_alone_with_the_rest_frozen_in_eval_mode():
+    model, hp = _small(lp_ft=True, lp_epochs=2, epochs=5)
+    applied = apply_recommendation(model, hp)
+    head, rest = applied.phases()
+    assert (head.epochs, rest.epochs) == (2, 3)
+    before = copy.deepcopy(model.state_dict())
+    head.train()
+    optimizer = head.optimizer()
+    loss = applied.loss()(model(torch.randn(16, 8)), torch.randint(0, 3, (16,)))
+    (loss + applied.regulariser()).backward()
+    optimizer.step()
+    after = model.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed == {"fc.weight", "fc.bias"}  # BatchNorm statistics did not move either
+    assert not model.body[1].training and not model.top[0].training and model.fc.training
+    rest.train()
+    assert all(m.training for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_lp_ft_head_phase_starts_at_its_peak_without_warm_up():
+    model, hp = _small(lp_ft=True, lp_epochs=2, epochs=5, warmup_epochs=1)
+    head, rest = apply_recommendation(model, hp).phases()
+    optimizer = head.optimizer()
+    assert [g["name"] for g in optimizer.param_groups] == ["head"]
+    assert _factors(head.scheduler(optimizer, 4), optimizer, 1) == [1.0]
+    optimizer = rest.optimizer()
+    assert _factors(rest.scheduler(optimizer, 4), optimizer, 1) == [0.25]
+
+
+def test_loss_has_the_recommended_label_smoothing():
+    model, hp = _small(label_smoothing=0.2)
+    loss = apply_recommendation(model, hp).loss()
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert loss.label_smoothing == 0.2
+    assert torch.allclose(loss(logits, labels),
+                          F.cross_entropy(logits, labels, label_smoothing=0.2))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_transforms_give_the_backbones_input_size(pretrained, train):
+    from PIL import Image
+
+    image = Image.new("RGB", (28, 40), (120, 30, 200))
+    for source in (pretrained, pretrained.model):  # the Backbone, or the timm model alone
+        assert transforms(source, train)(image).shape == (3, 224, 224)
+    smaller = replace(pretrained, data_config={**pretrained.data_config,
+                                               "input_size": (3, 96, 96)})
+    assert transforms(smaller, train)(image).shape == (3, 96, 96)

@@ -1,16 +1,20 @@
 """Put a recommendation into any PyTorch training loop.
 
 :func:`apply_recommendation` takes a model with pre-trained weights and a recommendation (the
-:class:`~recommender.pipeline.Result` of :func:`recommender.recommend`, a
-``heuristics.Recommendation`` or its ``heuristics.Hyperparameters``; a JSON document is read
-with ``Hyperparameters.from_dict(document["recommendation"]["hyperparameters"])``) and
-returns what a plain loop needs::
+:class:`~recommender.pipeline.Result` of :func:`recommender.recommend`, the JSON document of
+``nbtl-recommend --json`` read by :func:`load_recommendation`, a
+``heuristics.Recommendation`` or its ``heuristics.Hyperparameters``) and returns what a plain
+loop needs::
 
-    applied = apply_recommendation(model, result, num_classes=10)
+    applied = apply_recommendation(model, load_recommendation("rec.json"))
     optimizer = applied.optimizer()          # one parameter group per learning-rate group
+    scheduler = applied.scheduler(optimizer, steps_per_epoch=len(loader))
+    loss_fn = applied.loss()                 # with the recommended label smoothing
     for images, labels in loader:
-        loss = F.cross_entropy(model(images), labels) + applied.regulariser()
-        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        loss = loss_fn(model(images), labels) + applied.regulariser()
+        optimizer.zero_grad(); loss.backward(); optimizer.step(); scheduler.step()
+
+(:meth:`Applied.phases` adds LP-FT's head-only phase; see :mod:`recommender.finetune.loop`.)
 
 It re-initialises the recommended top blocks and the head, builds the optimiser's parameter
 groups (every trainable parameter in exactly one), and makes the L2-SP + L2 penalty
@@ -21,8 +25,11 @@ loss term, so the optimiser itself has no weight decay (for SGD the two are the 
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +38,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from heuristics import Hyperparameters, LrGroup, Recommendation
 from heuristics.types import inside
+from recommender.finetune.loop import Phase, lr_scheduler, phases
 from recommender.finetune.training import build_optimizer
 
 # What ``exclude_from_decay`` may name, and the parameters each kind covers.
@@ -126,23 +134,89 @@ class Applied:
         """Parameters of the new layers (the head group): what LP-FT trains first."""
         return next((g.names for g in self.groups if g.name == "head"), ())
 
+    def scheduler(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+                  ) -> torch.optim.lr_scheduler.LambdaLR:
+        """The recommended warm-up and schedule over all ``epochs``, stepped once per batch,
+        for a loop without LP-FT's head-only phase (else use :meth:`phases`)."""
+        hp = self.hyperparameters
+        return lr_scheduler(optimizer, steps_per_epoch, epochs=hp.epochs,
+                            warmup_epochs=hp.warmup_epochs, schedule=hp.schedule)
+
+    def phases(self) -> tuple[Phase, ...]:
+        """The training phases: with LP-FT the head alone for ``lp_epochs`` (the rest frozen
+        and in eval mode), then everything; without, one phase of ``epochs``."""
+        return phases(self.model, self.param_groups(), self.head_names(), self.hyperparameters)
+
+    def loss(self) -> nn.CrossEntropyLoss:
+        """Cross-entropy with the recommended label smoothing."""
+        return nn.CrossEntropyLoss(label_smoothing=self.hyperparameters.label_smoothing)
+
+
+@dataclass(frozen=True)
+class SavedRecommendation:
+    """A recommendation read back from the JSON document of ``nbtl-recommend --json``: its
+    hyperparameters and the classes, in the order nbtl numbered them, of the dataset it was
+    made for (so the new head gets their number)."""
+
+    hyperparameters: Hyperparameters
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def load_recommendation(source: str | os.PathLike | Mapping[str, Any]) -> SavedRecommendation:
+    """Read the JSON document that ``nbtl-recommend PATH --json FILE`` wrote (a path, or the
+    document already parsed) for :func:`apply_recommendation`.
+
+    Raises
+    ------
+    ApplyError
+        Not JSON, or not a recommendation document (the message says which key is missing).
+    """
+    where = "the document"
+    if not isinstance(source, Mapping):
+        where = str(source)
+        try:
+            source = json.loads(Path(source).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ApplyError(f"{where} is not JSON ({exc}); pass the file that "
+                             "nbtl-recommend --json wrote.") from None
+    try:
+        hp = Hyperparameters.from_dict(source["recommendation"]["hyperparameters"])
+        classes = tuple(source["dataset"]["classes"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ApplyError(f"{where} is not a recommendation written by nbtl-recommend --json "
+                         f"({type(exc).__name__}: {exc}).") from None
+    return SavedRecommendation(hyperparameters=hp, classes=classes)
+
 
 def hyperparameters_of(recommendation: Any) -> Hyperparameters:
-    """The hyperparameters of a pipeline ``Result``, a ``heuristics.Recommendation``, or the
-    ``Hyperparameters`` themselves."""
+    """The hyperparameters of a pipeline ``Result``, a :class:`SavedRecommendation`, a
+    ``heuristics.Recommendation``, or the ``Hyperparameters`` themselves."""
     if isinstance(recommendation, Hyperparameters):
         return recommendation
-    if isinstance(recommendation, Recommendation):
+    if isinstance(recommendation, (Recommendation, SavedRecommendation)):
         return recommendation.hyperparameters
     if isinstance(getattr(recommendation, "recommendation", None), Recommendation):
         return recommendation.recommendation.hyperparameters  # a pipeline Result
-    if isinstance(recommendation, Mapping):
-        raise ApplyError("A JSON recommendation must be read into Hyperparameters first: "
-                         "heuristics.Hyperparameters.from_dict(document['recommendation']"
-                         "['hyperparameters']).")
+    if isinstance(recommendation, (Mapping, str, os.PathLike)):
+        raise ApplyError("A JSON recommendation is read with recommender.load_recommendation"
+                         "(path or document) first.")
     raise ApplyError(f"Not a recommendation: {type(recommendation).__name__}; pass the Result "
-                     "of recommender.recommend, a heuristics.Recommendation or its "
-                     "Hyperparameters.")
+                     "of recommender.recommend, recommender.load_recommendation(json), a "
+                     "heuristics.Recommendation or its Hyperparameters.")
+
+
+def num_classes_of(recommendation: Any) -> int | None:
+    """The number of target classes a recommendation was made for, where it knows it (a
+    pipeline ``Result`` or a :class:`SavedRecommendation`; the advice alone does not)."""
+    if isinstance(recommendation, SavedRecommendation):
+        return recommendation.num_classes
+    dataset = getattr(recommendation, "dataset", None)  # a pipeline Result
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if classes else None
 
 
 def apply_recommendation(
@@ -160,12 +234,13 @@ def apply_recommendation(
     model : nn.Module
         The pre-trained network, e.g. ``timm.create_model(..., pretrained=True)``.
     recommendation
-        A pipeline ``Result``, a ``heuristics.Recommendation`` or ``heuristics.Hyperparameters``
-        (from a JSON document: ``Hyperparameters.from_dict``).
+        A pipeline ``Result``, a JSON document read by :func:`load_recommendation`, a
+        ``heuristics.Recommendation`` or ``heuristics.Hyperparameters``.
     num_classes : int, optional
         Give the head this many outputs (``reset_classifier`` on timm models, else each
-        ``nn.Linear`` of the head group is replaced). Without it the head keeps its shape and
-        is re-initialised.
+        ``nn.Linear`` of the head group is replaced). Default: the number of classes of the
+        dataset the recommendation was made for (a ``Result`` or a saved document knows it);
+        where it is not known, the head keeps its shape and is re-initialised.
     seed : int
         Seeds the new weights of the head and of the re-initialised blocks.
     init_model : nn.Module, optional
@@ -180,6 +255,8 @@ def apply_recommendation(
         or a trainable parameter in none.
     """
     hp = hyperparameters_of(recommendation)
+    if num_classes is None:
+        num_classes = num_classes_of(recommendation)
     modules = dict(model.named_modules())
     for spec in hp.lr_groups:
         for name in spec.modules:
