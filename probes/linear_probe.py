@@ -7,22 +7,17 @@ not depend on the order the samples come in, nor on the names of the classes.
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import warnings
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from probes import _logreg
 from probes._checks import ProbeError, check_features, encode_labels
 from probes.registry import Probe, register
-
-if TYPE_CHECKING:
-    from sklearn.linear_model import LogisticRegression
 
 # Kornblith et al. (2019) search 45 values in [1e-6, 1e5]; 7 values in [1e-4, 1e2] keep
 # the probe fast. A C at either end of the grid shows in LinearProbeResult.chosen_C.
@@ -214,18 +209,21 @@ def cross_validate(x: np.ndarray, codes: np.ndarray, plan: tuple[_Fold, ...]) ->
     ``linear_probe_accuracy`` just computed on the same block instead of fitting it again.
     """
     key = _content_key(x, codes, plan)
-    if key in _MEMO:
-        _MEMO.move_to_end(key)
-        return _MEMO[key]
+    with _MEMO_LOCK:  # probes may run in threads (one block each)
+        if key in _MEMO:
+            _MEMO.move_to_end(key)
+            return _MEMO[key]
     result = _cross_validate(x, codes, plan)
-    _MEMO[key] = result
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.popitem(last=False)
+    with _MEMO_LOCK:
+        _MEMO[key] = result
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
     return result
 
 
 _MEMO_SIZE = 32
 _MEMO: OrderedDict[bytes, LinearProbeResult] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
 
 
 def _content_key(x: np.ndarray, codes: np.ndarray, plan: tuple[_Fold, ...]) -> bytes:
@@ -247,17 +245,21 @@ def _fold_arrays(fold: _Fold) -> Iterator[np.ndarray]:
 def _cross_validate(
     x: np.ndarray, codes: np.ndarray, plan: tuple[_Fold, ...]
 ) -> LinearProbeResult:
+    # BLAS on one thread: the fits multiply small matrices (one column per class), where
+    # threads cost more than they give (twice as slow on 2 cores at N=5000, D=1280).
+    from threadpoolctl import threadpool_limits
+
     scores, chosen = [], []
-    with _fitting():
+    with threadpool_limits(limits=1, user_api="blas"):
         for fold in plan:
             x_train, x_test = _standardise(x[fold.train], x[fold.test])
             y_train = codes[fold.train]
             solver = _solver(x_train.shape[1], np.unique(y_train).size)
             dtype = np.float64 if solver == "newton-cholesky" else FIT_DTYPE
             x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
-            c, model = _choose_c(x_train, y_train, fold.inner, solver)
-            model = model if model is not None else _new_model(solver)
-            model.set_params(C=c).fit(x_train, y_train)
+            c, start = _choose_c(x_train, y_train, fold.inner, solver)
+            model = _logreg.fit(x_train, y_train, c, solver=solver, start=start,
+                                max_iter=MAX_ITER, tol=TOL)
             scores.append(float(np.mean(model.predict(x_test) == codes[fold.test])))
             chosen.append(float(c))
     return LinearProbeResult(
@@ -294,59 +296,33 @@ def _solver(n_features: int, n_classes: int) -> str:
 
 def _choose_c(
     x: np.ndarray, y: np.ndarray, inner: tuple[tuple[np.ndarray, np.ndarray], ...], solver: str
-) -> tuple[float, LogisticRegression | None]:
+) -> tuple[float, _logreg.LogReg | None]:
     """Best C on the inner splits, and the first split's model at it (a warm start).
 
     Walks ``C_GRID`` from strong to weak regularisation, each fit warm-started from the
     previous one; ties go to the stronger regularisation. No inner split: ``DEFAULT_C``.
+    An inner training part that lacks a class cannot predict it (as in scikit-learn).
     """
     if not inner:
         return DEFAULT_C, None
     splits = [(x[tr], y[tr], x[val], y[val]) for tr, val in inner]
-    models = [_new_model(solver) for _ in splits]
+    models: list[_logreg.LogReg | None] = [None] * len(splits)
     n_held_out = sum(len(val) for _, val in inner)
     best_acc, best_c, best_model, below = -1.0, DEFAULT_C, None, 0
     for c in C_GRID:
         correct = 0
-        for model, (x_tr, y_tr, x_val, y_val) in zip(models, splits, strict=True):
-            model.set_params(C=c).fit(x_tr, y_tr)
-            correct += int(np.count_nonzero(model.predict(x_val) == y_val))
+        for i, (x_tr, y_tr, x_val, y_val) in enumerate(splits):
+            models[i] = _logreg.fit(x_tr, y_tr, c, solver=solver, start=models[i],
+                                    max_iter=MAX_ITER, tol=TOL)
+            correct += int(np.count_nonzero(models[i].predict(x_val) == y_val))
         acc = correct / n_held_out
         if acc > best_acc:
-            best_acc, best_c, best_model = acc, c, copy.deepcopy(models[0])
+            best_acc, best_c, best_model = acc, c, models[0]
         # Count only drops: a plateau (e.g. chance level at strong regularisation) goes on.
         below = below + 1 if acc < best_acc else 0
         if below >= PATIENCE or best_acc == 1.0:  # nothing left to gain
             break
     return best_c, best_model
-
-
-# scikit-learn is imported on first use: it takes seconds to import and only this probe
-# needs it.
-def _new_model(solver: str) -> LogisticRegression:
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(solver=solver, max_iter=MAX_ITER, tol=TOL, warm_start=True)
-
-
-@contextmanager
-def _fitting() -> Iterator[None]:
-    """Silence ConvergenceWarning (capped iterations are a deliberate trade), Newton's
-    LinAlgWarning (on a near-singular Hessian it goes on with lbfgs by itself) and the
-    guess that the labels "could represent a regression problem" (they are class codes; it
-    fires when most classes have one training sample, e.g. 1000 classes of 2 images, which
-    the fold accuracies already show), and run BLAS on one thread: the fits multiply by
-    matrices with one column per class, where threads cost more than they give (twice as
-    slow on 2 cores at N=5000, D=1280)."""
-    from scipy.linalg import LinAlgWarning
-    from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
-
-    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", LinAlgWarning)
-        warnings.filterwarnings("ignore", "The number of unique classes", UserWarning)
-        yield
 
 
 register(
