@@ -8,7 +8,8 @@ the per-block profile and the summary values that :func:`heuristics.advise` take
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 # Inputs that exist once per block: a probe that needs one of them is computed per block.
 BLOCK_INPUTS = ("features", "random_features", "bn_stats")
+# Where a block's inputs hold the inputs of the probes that compare with the random-init
+# twin, when the twin saw a subset of the images (see recommender.models.features).
+TWIN = "_twin"
 # Why an input can be missing, in words for the report (instead of "was not given").
 MISSING_INPUT = {
     "bn_stats": "this block has no BatchNorm layer (e.g. a LayerNorm model), so there are no "
@@ -83,11 +87,13 @@ def run_probes(
 ) -> list[ProbeResult]:
     """Every registered probe: per block when it needs features, else once.
 
-    Blocks are independent, so their probes run in ``jobs`` worker processes (default: one
-    per CPU core; the probes' fits are single-threaded). A probe that cannot be computed on
-    some input (``ProbeError``) is recorded as unavailable with its message, never as a
-    made-up number. ``on_block(1)`` is called as each block's probes finish, so that a
-    progress bar can move during what is otherwise tens of seconds of silence.
+    Blocks are independent, so their probes run in ``jobs`` threads (default: one per CPU
+    core; the fits' arithmetic runs in BLAS and numpy, outside Python's lock, and BLAS on
+    one thread each, so that a value never depends on the number of jobs or cores). A probe
+    that cannot be computed on some input (``ProbeError``) is recorded as unavailable with
+    its message, never as a made-up number. ``on_block(1)`` is called as each block's
+    probes finish, so that a progress bar can move during what is otherwise seconds of
+    silence.
     """
     tick = on_block or (lambda _count: None)
     registered = probes.list_probes()
@@ -95,29 +101,27 @@ def run_probes(
     bn_stats = features.bn_stats or (None,) * len(features.blocks)
     inputs = [{"features": f, "random_features": r, "bn_stats": b, "labels": labels}
               for f, r, b in zip(features.pretrained, features.random_features, bn_stats)]
+    twin = features.twin_rows()
+    if not np.array_equal(twin, np.arange(labels.shape[0])):
+        # The twin saw a subset: what compares with it sees the same images.
+        for block in inputs:
+            block[TWIN] = {**block, "features": block["features"][twin],
+                           "labels": labels[twin]}
     jobs = min(len(inputs), jobs or os.cpu_count() or 1)
-    if jobs > 1:
-        from joblib import Parallel, delayed
-
-        # Widest blocks first, one per task: the costliest probes grow with the width, and a
-        # worker that frees up takes the next block (without this, 5 equal blocks went 3 + 2).
-        order = sorted(range(len(inputs)), key=lambda i: -features.pretrained[i].shape[1])
-        # A generator yields each block as it is done (in submission order), so the
-        # progress moves while the other workers are still busy.
-        done = Parallel(n_jobs=jobs, backend="loky", batch_size=1, return_as="generator")(
-            delayed(_measure)(per_block, inputs[i]) for i in order)
-        by_block = {}
-        for i, column in zip(order, done):
+    # Costliest blocks first, and a thread that frees up takes the next block (without
+    # this, 5 equal blocks went 3 + 2 workers' worth).
+    classes = np.unique(labels).size
+    order = sorted(range(len(inputs)), key=lambda i: -_block_cost(
+        labels.shape[0], features.pretrained[i].shape[1], classes))
+    by_block = {}
+    with _one_blas_thread():
+        for i, column in _in_threads(lambda i: _measure(per_block, inputs[i]), order, jobs):
             by_block[i] = column
             tick(1)
-        columns = [by_block[i] for i in range(len(inputs))]
-    else:
-        columns = []
-        for block in inputs:
-            columns.append(_measure(per_block, block))
-            tick(1)
-    once = _measure([p.name for p in registered if p.name not in per_block],
-                    {"source_probs": features.source_probs, "labels": labels})
+    columns = [by_block[i] for i in range(len(inputs))]
+    with _one_blas_thread():
+        once = _measure([p.name for p in registered if p.name not in per_block],
+                        {"source_probs": features.source_probs, "labels": labels})
     results = []
     for probe in registered:
         if probe.name in per_block:
@@ -130,28 +134,209 @@ def run_probes(
     return results
 
 
-def _measure(names: list[str], inputs: dict[str, np.ndarray]
-             ) -> dict[str, tuple[Measurement | None, str | None]]:
-    """Each named probe on one set of inputs, in order (so memoised fits are re-used).
+def _in_threads(work: Callable[[int], Any], order: Sequence[int], jobs: int
+                ) -> Iterator[tuple[int, Any]]:
+    """``(i, work(i))`` for each ``i`` of ``order``, as they finish, from ``jobs`` daemon
+    threads taking the next ``i`` as they free up (in this thread when ``jobs`` is 1).
 
-    BLAS runs on one thread whatever the process, so that a value does not depend on the
-    number of jobs or cores (a different reduction order changes the last bits).
+    Threads, not processes: nothing to start, import or pickle (a second of a 3 s stage),
+    and a Ctrl-C reaches this thread alone (a worker process of the terminal's process
+    group would print its own traceback). Daemon threads: an interrupted run exits without
+    waiting for the block in progress. An exception in ``work`` is raised here.
     """
-    # threadpool_limits only reaches BLAS libraries already loaded: scipy and scikit-learn
-    # bring their own OpenBLAS, which would otherwise start one thread per core per worker.
+    if jobs <= 1:
+        for i in order:
+            yield i, work(i)
+        return
+    import queue
+    import threading
+
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in order:
+        todo.put(i)
+    done: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+
+    def worker() -> None:
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                done.put((i, work(i), None))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                done.put((i, None, exc))
+                return
+
+    for _ in range(jobs):
+        threading.Thread(target=worker, name="nbtl-probes", daemon=True).start()
+    for _ in order:
+        i, value, error = done.get()
+        if error is not None:
+            while not todo.empty():  # the other threads stop after their block
+                todo.get_nowait()
+            raise error
+        yield i, value
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread for the whole probe stage (its threads would compete with the
+    probe threads, and a different reduction order changes a value's last bits). Set once
+    here, not per block: the setting is process-wide, and a thread leaving its own limit
+    would lift it under the others."""
+    # threadpool_limits reaches only BLAS libraries already loaded: scipy brings its own
+    # OpenBLAS.
     import scipy.linalg  # noqa: F401
-    import sklearn.linear_model  # noqa: F401
     from threadpoolctl import threadpool_limits
 
-    out: dict[str, tuple[Measurement | None, str | None]] = {}
     with threadpool_limits(limits=1):
-        for name in names:
-            missing = probes.get_probe(name).missing(inputs)
-            if missing and missing[0] in MISSING_INPUT:
-                out[name] = (None, f"unavailable: {MISSING_INPUT[missing[0]]}.")
-                continue
-            try:
-                out[name] = (probes.compute(name, **inputs), None)
-            except ProbeError as exc:
-                out[name] = (None, str(exc))
+        yield
+
+
+def _block_cost(n: int, d: int, classes: int) -> float:
+    """A rough cost of a block's probes, dominated by the linear probe's fits (on the
+    pre-trained and the random-init features): a Newton step, while Newton's method is used
+    (see probes.linear_probe), builds an N x W^2 Hessian and factors it in W^3 for W weights;
+    lbfgs takes about 100 steps of N x W."""
+    from probes.linear_probe import NEWTON_MAX_PARAMS
+
+    weights = (min(d, n) + 1) * (1 if classes == 2 else classes)
+    if weights <= NEWTON_MAX_PARAMS:
+        return n * weights**2 + weights**3
+    return n * weights * 100.0
+
+
+def _measure(names: list[str], inputs: dict[str, np.ndarray]
+             ) -> dict[str, tuple[Measurement | None, str | None]]:
+    """Each named probe on one set of inputs, in order (so memoised fits are re-used)."""
+    out: dict[str, tuple[Measurement | None, str | None]] = {}
+    inputs = dict(inputs)
+    twin = inputs.pop(TWIN, None)
+    for name in names:
+        if twin is not None and "random_features" in probes.get_probe(name).needs:
+            out[name] = _measure([name], twin)[name]
+            continue
+        missing = probes.get_probe(name).missing(inputs)
+        if missing and missing[0] in MISSING_INPUT:
+            out[name] = (None, f"unavailable: {MISSING_INPUT[missing[0]]}.")
+            continue
+        try:
+            out[name] = (probes.compute(name, **inputs), None)
+        except ProbeError as exc:
+            out[name] = (None, str(exc))
     return out
+
+
+# --- the analysis cache: a re-run with the same images, labels, model and code ------------
+# Bump when what is stored changes shape; the code's own bytes are part of the key anyway.
+ANALYSIS_VERSION = 1
+# The code whose change can change a cached analysis: the probes, this runner, the features.
+_ANALYSIS_CODE = ("recommender/analysis.py", "recommender/models/features.py",
+                  "recommender/models/bnstats.py", "recommender/models/backbones.py")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the probe stage found, without the features: enough for the rules and the
+    report, so that a re-run with the same inputs loads neither the model nor the features."""
+
+    model: Mapping[str, Any]  # Backbone.describe()
+    blocks: tuple[str, ...]
+    dims: tuple[int, ...]
+    probes: tuple[ProbeResult, ...]
+    random_init_images: int  # how many images the random-init twin saw (see features)
+    from_cache: bool = False
+
+    def heuristics_blocks(self) -> tuple[Any, ...]:
+        """The backbone's blocks as :class:`heuristics.Block` (for the rules)."""
+        from heuristics import Block
+
+        return tuple(Block(b["name"], tuple(b["modules"])) for b in self.model["blocks"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": ANALYSIS_VERSION,
+            "model": dict(self.model),
+            "blocks": list(self.blocks),
+            "dims": list(self.dims),
+            "random_init_images": self.random_init_images,
+            "probes": [{"name": p.name, "per_block": p.per_block, "errors": list(p.errors),
+                        "values": [m.to_dict() if m is not None else None for m in p.values]}
+                       for p in self.probes],
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Analysis:
+        results = tuple(
+            ProbeResult(p["name"], bool(p["per_block"]),
+                        tuple(Measurement(**m) if m is not None else None for m in p["values"]),
+                        tuple(p["errors"]))
+            for p in doc["probes"])
+        return cls(doc["model"], tuple(doc["blocks"]), tuple(int(d) for d in doc["dims"]),
+                   results, int(doc["random_init_images"]), from_cache=True)
+
+
+def code_version() -> str:
+    """A digest of the source of every probe and of the code that feeds them: a cached
+    analysis is reused only by the code that made it."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(probes.__file__).resolve().parent.parent
+    sha = hashlib.sha256()
+    files = sorted(Path(probes.__file__).resolve().parent.glob("*.py"))
+    files += [root / name for name in _ANALYSIS_CODE]
+    for path in files:
+        sha.update(path.name.encode())
+        sha.update(path.read_bytes())
+    return sha.hexdigest()[:32]
+
+
+def analysis_key(request: Mapping[str, Any], samples: Sequence[tuple[Any, int]],
+                 classes: Sequence[str]) -> str:
+    """The cache key of an analysis: what was asked (model, weights, image size, package
+    versions), every image file's identity with its class, and the code's version. The
+    order of the samples does not matter (the probes do not depend on it)."""
+    from recommender.cache import digest, files_identity
+
+    identity = files_identity(path for path, _ in samples)
+    labelled = sorted([*ident, classes[label]] for ident, (_, label) in zip(identity, samples))
+    return digest({"version": ANALYSIS_VERSION, "request": dict(request), "files": labelled,
+                   "code": code_version()})
+
+
+def load_analysis(key: str) -> Analysis | None:
+    """The cached analysis under ``key``, or None (a damaged entry is discarded with a
+    warning, and one made by other probes than those registered now is not used)."""
+    import json
+
+    from recommender.cache import cache_dir, discard
+
+    path = cache_dir() / "analysis" / f"{key}.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        analysis = Analysis.from_json(doc)
+        if doc.get("version") != ANALYSIS_VERSION:
+            raise ValueError(f"version {doc.get('version')!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        discard(path, "analysis file", f"{type(exc).__name__}: {exc}")
+        return None
+    registered = [p.name for p in probes.list_probes()]
+    if [p.name for p in analysis.probes] != registered:
+        return None
+    return analysis
+
+
+def save_analysis(key: str, analysis: Analysis) -> None:
+    """Keep ``analysis`` under ``key`` (a warning, not an error, when the cache cannot be
+    written)."""
+    import json
+
+    from recommender.cache import cache_dir, try_write
+
+    text = json.dumps(analysis.to_json(), sort_keys=True)
+    try_write(cache_dir() / "analysis" / f"{key}.json",
+              lambda tmp: tmp.write_text(text, encoding="utf-8"), "probe results")

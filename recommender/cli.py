@@ -227,10 +227,7 @@ def _check_writable(target: Path) -> None:
 
 def main() -> None:
     """Console-script entry point: NbtlError -> message on stderr and its exit code."""
-    try:
-        _main()
-    finally:
-        _stop_workers()
+    _main()
 
 
 def _main() -> None:
@@ -261,20 +258,6 @@ def _main() -> None:
         _interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
-
-
-def _stop_workers() -> None:
-    """End the probes' worker processes (joblib keeps them for reuse) here, where a Ctrl-C
-    is one 'interrupted' line, rather than in the interpreter's exit, where it is a
-    traceback; ``kill_workers``: an interrupted block's work is not waited for."""
-    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
-    executor = getattr(loky, "_executor", None)  # None: no workers were started
-    if executor is None:
-        return
-    try:
-        executor.shutdown(wait=True, kill_workers=True)
-    except KeyboardInterrupt:
-        _interrupted()
 
 
 def _interrupted() -> NoReturn:

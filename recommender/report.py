@@ -174,9 +174,11 @@ def print_report(result: Result, out: Console, *, explain: bool = False) -> None
     validation = (f", fine-tuning {_minutes(timings['validation_s'])}"
                   if "validation_s" in timings else "")
     more = "" if explain else " · more: --explain"
+    analysis = ("features and probes from the cache" if result.probes_from_cache else
+                f"features {timings.get('features_s', 0):.1f} s{cached}, probes "
+                f"{timings.get('probes_s', 0):.1f} s")
     out.print(Text(
-        f"Time: features {timings.get('features_s', 0):.1f} s{cached}, probes "
-        f"{timings.get('probes_s', 0):.1f} s{scratch}{validation}, total "
+        f"Time: {analysis}{scratch}{validation}, total "
         f"{_minutes(timings.get('total_s', 0))}{more}", style="dim"))
 
 
@@ -332,6 +334,11 @@ def _print_measures(result: Result, out: Console, explain: bool) -> None:
         _print_block_table([*fixed, *chunk], out)
     out.print(Text("↑ higher is better · ↓ lower is better · ± spread over cross-validation "
                    "folds", style="dim"))
+    twin, images = result.random_init_images, len(result.dataset.samples)
+    if twin is not None and twin < images:
+        out.print(Text(f"The random-init twin saw {twin} of the {images} images (a fixed, "
+                       "seeded subset): the pre-training gain compares both networks on those.",
+                       style="dim"))
     once = [p for p in result.probes if not p.per_block]
     if once:
         cells = [f"{_label(registry[p.name])} {_fmt(p.summary)}" for p in once]

@@ -425,24 +425,6 @@ def test_hub_model_without_a_network_fails_at_once_with_one_message(monkeypatch,
     assert "With --offline, nbtl does not try the hub at all." in flat
 
 
-def test_the_probe_workers_end_with_the_command(monkeypatch, capsys):
-    """Not in the interpreter's exit, where a Ctrl-C would print a traceback."""
-    from joblib import Parallel, delayed
-    from joblib.externals.loky import reusable_executor
-
-    from recommender import report
-
-    workers = []
-
-    def use_workers(console):  # what run_probes does
-        Parallel(n_jobs=2, backend="loky")(delayed(abs)(i) for i in range(4))
-        workers.extend(reusable_executor._executor._processes.values())
-
-    monkeypatch.setattr(report, "print_probe_list", use_workers)
-    code, _, _ = run(monkeypatch, capsys, "--list-probes")
-    assert code == 0 and workers and not any(worker.is_alive() for worker in workers)
-
-
 def test_the_probes_stage_moves_a_progress_bar_per_block(monkeypatch, sample_dir):
     """The tens of seconds of probes are not silent: one step per block (stubbed run)."""
     import recommender.pipeline
@@ -468,5 +450,7 @@ def test_the_probes_stage_moves_a_progress_bar_per_block(monkeypatch, sample_dir
 
     monkeypatch.setattr(recommender.pipeline, "extract_features", lambda *a, **k: Features())
     monkeypatch.setattr(recommender.pipeline, "run_probes", run_probes)
+    monkeypatch.setattr(recommender.pipeline, "load_analysis", lambda key: None)  # not cached
+    monkeypatch.setattr(recommender.pipeline, "save_analysis", lambda key, analysis: None)
     recommender.pipeline.recommend(sample_dir, max_per_class=2, workers=0, progress=progress)
     assert ["probes", 3, "blocks", 3] in bars

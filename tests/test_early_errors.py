@@ -31,8 +31,16 @@ def fail_if_called(what: str):
     return called
 
 
+def not_cached(monkeypatch):
+    """The analysis cache neither read (a cached run skips what the stubs stand for) nor
+    written (a stubbed analysis would be found by later tests)."""
+    monkeypatch.setattr(recommender.pipeline, "load_analysis", lambda key: None)
+    monkeypatch.setattr(recommender.pipeline, "save_analysis", lambda key, analysis: None)
+
+
 @pytest.fixture
 def no_extraction(monkeypatch):
+    not_cached(monkeypatch)
     monkeypatch.setattr(recommender.pipeline, "extract_features",
                         fail_if_called("the feature extraction"))
 
@@ -69,6 +77,7 @@ def _advise_fails(monkeypatch):
     """Everything up to the rules stubbed out; the rules raise ValueError."""
     import heuristics
 
+    not_cached(monkeypatch)
     monkeypatch.setattr(recommender.pipeline, "extract_features", lambda *a, **k: _Features())
     monkeypatch.setattr(recommender.pipeline, "run_probes", lambda *a, **k: [])
 

@@ -94,6 +94,86 @@ def test_probe_values_do_not_depend_on_the_number_of_jobs():
     assert json.dumps(one) == json.dumps(two)
 
 
+def _four_blocks():
+    import numpy as np
+
+    from recommender.models.features import Features
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 12)
+    blocks = tuple(rng.normal(size=(36, d)).astype(np.float32) + labels[:, None] * 0.5
+                   for d in (4, 8, 16, 32))
+    features = Features(("a", "b", "c", "d"), blocks, tuple(b[::-1].copy() for b in blocks),
+                        rng.dirichlet(np.ones(9), size=36))
+    return features, labels
+
+
+def test_the_probes_run_in_daemon_threads_of_this_process(monkeypatch):
+    """No worker process to start, or to print its own traceback when a Ctrl-C reaches the
+    process group; daemon threads, so an interrupted run does not wait for them."""
+    import os
+    import threading
+
+    import recommender.analysis as analysis
+
+    seen = []
+    real = analysis._measure
+
+    def measure(names, inputs):
+        seen.append((os.getpid(), threading.current_thread().daemon))
+        return real(names, inputs)
+
+    monkeypatch.setattr(analysis, "_measure", measure)
+    features, labels = _four_blocks()
+    ticks = []
+    analysis.run_probes(features, labels, jobs=2, on_block=ticks.append)
+    assert seen and all(pid == os.getpid() for pid, _ in seen)
+    assert sum(daemon for _, daemon in seen) >= 4  # every block in a probe thread
+    assert ticks == [1, 1, 1, 1]
+
+
+def test_a_failing_probe_thread_raises_in_the_caller(monkeypatch):
+    import recommender.analysis as analysis
+
+    def measure(names, inputs):
+        raise RuntimeError("a bug in a probe")
+
+    monkeypatch.setattr(analysis, "_measure", measure)
+    features, labels = _four_blocks()
+    with pytest.raises(RuntimeError, match="a bug in a probe"):
+        analysis.run_probes(features, labels, jobs=2)
+
+
+def test_the_random_init_twin_on_a_subset_is_compared_on_the_same_images(monkeypatch):
+    """When the twin saw a subset of the images, the probes that compare with it get the
+    pre-trained features and labels of exactly those rows; the others get every row."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    import probes as probes_pkg
+    import recommender.analysis as analysis
+
+    features, labels = _four_blocks()
+    rows = np.array([0, 5, 7, 12, 13, 20, 21, 30, 33, 35])
+    twin = replace(features, random_features=tuple(r[rows] for r in features.random_features),
+                   random_rows=rows)
+    shapes = {}
+    real = probes_pkg.compute
+
+    def compute(name, **inputs):
+        shapes.setdefault(name, set()).add((inputs["features"].shape[0]
+                                            if inputs.get("features") is not None else None,
+                                            inputs["labels"].shape[0]))
+        return real(name, **inputs)
+
+    monkeypatch.setattr(analysis.probes, "compute", compute)
+    results = {p.name: p for p in analysis.run_probes(twin, labels, jobs=1)}
+    assert shapes["pretraining_gain"] == {(rows.size, rows.size)}
+    assert shapes["linear_probe_accuracy"] == {(36, 36)}
+    assert all(m is not None for m in results["pretraining_gain"].values)
+
+
 def test_a_block_without_batchnorm_reports_the_bn_shift_as_unavailable_not_zero():
     import numpy as np
 

@@ -20,30 +20,34 @@ from heuristics import Block
 
 class _Moments:
     """Per-channel count, mean and sum of squared deviations, merged batch by batch
-    (Chan et al.'s parallel update) in float64, so that large N loses no precision."""
+    (Chan et al.'s parallel update) in float64, so that large N loses no precision. The
+    sums stay on the layer's device (on a GPU, no copy to the host per layer and batch)."""
 
     def __init__(self) -> None:
         self.count = 0
-        self.mean: np.ndarray | None = None
-        self.m2: np.ndarray | None = None
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor) -> None:
         dims = [d for d in range(x.ndim) if d != 1]  # every axis but the channels
         n = x.numel() // x.shape[1]
         var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
-        mean = mean.double().cpu().numpy()
-        m2 = var.double().cpu().numpy() * n
+        mean = mean.double()
+        m2 = var.double() * n
         if self.mean is None:
             self.count, self.mean, self.m2 = n, mean, m2
             return
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
         self.count = total
 
+    def means(self) -> np.ndarray:
+        return self.mean.cpu().numpy()
+
     def variance(self) -> np.ndarray:
-        return self.m2 / self.count
+        return (self.m2 / self.count).cpu().numpy()
 
 
 class BatchNormRecorder:
@@ -85,7 +89,7 @@ class BatchNormRecorder:
                 continue  # e.g. a BatchNorm in the classifier: not a transferable block
             eps = float(module.eps)
             columns[index].append(np.stack([
-                moments.mean,
+                moments.means(),
                 moments.variance() + eps,
                 module.running_mean.double().cpu().numpy(),
                 module.running_var.double().cpu().numpy() + eps,

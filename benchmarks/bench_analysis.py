@@ -1,0 +1,259 @@
+"""The analysis's own cost, each figure a ratio to a baseline measured in the same run.
+
+Four parts (``--part``, repeatable; all by default):
+
+``help``
+    ``python -m recommender --help`` against ``python -c pass``: the CLI's start-up.
+``cache``
+    ``nbtl-recommend`` on the bundled sample in a fresh cache folder (cold: the weights
+    converted, the features extracted, the probes computed), then the same command again
+    (cached), then with a ``--set`` (cached too: the measures do not change), each in its own
+    process, wall seconds; the cached run's process is checked for torch, timm and
+    torchvision in ``sys.modules``. Target: cold / cached >= 20.
+``probes``
+    The probe stage on the sample's features as the CLI runs it (``run_probes``, worker
+    processes, first call in a fresh process), and the linear probe alone per block (pre-
+    trained and random-init, one thread) with this checkout's solver and with the one of
+    ``--baseline-rev`` (scikit-learn's ``LogisticRegression``, loaded from git), with their
+    values side by side. Target: the probe stage <= 3 s on 2 cores.
+``n2000``
+    ``--images`` (2,000) Fashion-MNIST images: one bare forward pass of the default backbone
+    over them (the same decoding, batch size and DataLoader workers, ``model(x)`` only, the
+    model already loaded), then the whole cold ``nbtl-recommend`` (a fresh process and cache
+    folder: imports, scan, weights, extraction with the random-init twin, probes, rules).
+    Targets: analysis / forward <= 1.5; probes <= 15 % of the extraction.
+
+Run from the repository root, on a quiet machine::
+
+    python benchmarks/bench_analysis.py                  # all three, ~10 min on 2 cores
+    python benchmarks/bench_analysis.py --part cache --part probes    # ~2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "fashion-mnist-sample"
+BASELINE_REV = "a991590"  # the last commit with scikit-learn's solver and no analysis cache
+
+
+def _cli(args: list[str], cache: Path, *, code: str | None = None) -> tuple[float, dict, str]:
+    """Run nbtl-recommend in a fresh process; its wall seconds, JSON document and stderr."""
+    out = Path(tempfile.mkdtemp()) / "out.json"
+    argv = ["nbtl-recommend", *args, "-q", "--json", str(out)]
+    program = code or ("import sys, recommender.cli\nsys.argv = {argv!r}\n"
+                       "recommender.cli.main()\n")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", program.format(argv=argv)],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "NBTL_CACHE_DIR": str(cache)})
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"nbtl-recommend {' '.join(args)} failed:\n{done.stderr}")
+    return wall, json.loads(out.read_text()), done.stderr
+
+
+def part_cache(repeats: int) -> None:
+    cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-cache-"))
+    args = [str(SAMPLE)]
+    cold, doc, _ = _cli(args, cache)
+    spy = ("import sys, recommender.cli\nsys.argv = {argv!r}\n"
+           "try:\n    recommender.cli.main()\nexcept SystemExit as exc:\n"
+           "    assert not exc.code\n"
+           "print('heavy modules:', sorted(m for m in ('torch', 'timm', 'torchvision')"
+           " if m in sys.modules), file=sys.stderr)\n")
+    cached = []
+    for _ in range(repeats):
+        wall, again, stderr = _cli(args, cache, code=spy)
+        cached.append(wall)
+    tweaked = [_cli([*args, "--set", "reinit_top_blocks=1"], cache)[0] for _ in range(repeats)]
+    doc.pop("timings")
+    again.pop("timings")
+    print("\n## cache: the bundled sample (200 images), cold vs cached\n")
+    print("| run | wall s | cold / run |")
+    print("|---|---|---|")
+    print(f"| cold (fresh cache folder) | {cold:.2f} | 1.0 |")
+    median = statistics.median(cached)
+    print(f"| cached, same options (median of {repeats}) | {median:.2f} | {cold / median:.1f} |")
+    median_set = statistics.median(tweaked)
+    print(f"| cached, `--set reinit_top_blocks=1` (median of {repeats}) | {median_set:.2f} | "
+          f"{cold / median_set:.1f} |")
+    print(f"\nsame document cold and cached: {doc == again}; "
+          f"{stderr.strip().splitlines()[-1]} (in the cached run's process)")
+
+
+def _old_linear_probe(rev: str):
+    """The linear probe as it was at ``rev`` (scikit-learn's LogisticRegression), as a module
+    of its own, unregistered."""
+    source = subprocess.run(["git", "show", f"{rev}:probes/linear_probe.py"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    source = source[:source.index("register(\n    Probe(")]
+    module = type(sys)("baseline_linear_probe")
+    sys.modules[module.__name__] = module
+    exec(compile(source, f"{rev}:probes/linear_probe.py", "exec"), module.__dict__)
+    return module
+
+
+def part_probes(baseline_rev: str) -> None:
+    cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-probes-"))
+    _, doc, _ = _cli([str(SAMPLE)], cache)  # fills the features cache
+    code = (
+        "import json, time, numpy as np\n"
+        "from recommender.data.dataset import load_dataset\n"
+        "from recommender.models.backbones import load_backbone\n"
+        "from recommender.models.features import extract_features\n"
+        f"ds = load_dataset({str(SAMPLE)!r})\n"
+        "features = extract_features([p for p, _ in ds.samples], load_backbone(), workers=0)\n"
+        "assert features.from_cache\n"
+        "labels = np.array([label for _, label in ds.samples])\n"
+        "start = time.perf_counter(); cpu = time.process_time()\n"
+        "from recommender.analysis import run_probes\n"
+        "results = run_probes(features, labels)\n"
+        "print(json.dumps({'wall': time.perf_counter() - start,\n"
+        "                  'cpu_main': time.process_time() - cpu}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "NBTL_CACHE_DIR": str(cache)}, check=True)
+    stage = json.loads(done.stdout.strip().splitlines()[-1])
+    print("\n## probes: the probe stage on the bundled sample's features\n")
+    print(f"run_probes, first call in a fresh process (worker processes start, import and "
+          f"fit): {stage['wall']:.2f} s wall on {os.cpu_count()} cores; the cold CLI run's "
+          f"probes_s: {doc['timings'].get('probes_s', float('nan')):.2f} s")
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    import probes.linear_probe as ours
+    from recommender.data.dataset import load_dataset
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import extract_features
+
+    os.environ["NBTL_CACHE_DIR"] = str(cache)
+    old = _old_linear_probe(baseline_rev)
+    ds = load_dataset(SAMPLE)
+    features = extract_features([p for p, _ in ds.samples], load_backbone(), workers=0)
+    labels = np.array([label for _, label in ds.samples])
+    # Warm both (imports, first-call costs) on a small slice.
+    old.linear_probe_cv(features.pretrained[-1][:60], labels[:60])
+    ours.linear_probe_cv(features.pretrained[-1][:60], labels[:60])
+    print(f"\nThe linear probe alone, one thread, CPU seconds; baseline: {baseline_rev} "
+          "(scikit-learn's LogisticRegression)\n")
+    print("| block | twin | dim | baseline s | ours s | speed-up | baseline value | ours | "
+          "same folds |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    total_old = total_new = 0.0
+    same = 0
+    rows = [(b, "pre-trained", f) for b, f in zip(features.blocks, features.pretrained)]
+    rows += [(b, "random-init", f) for b, f in zip(features.blocks, features.random_features)]
+    with threadpool_limits(limits=1):
+        for block, twin, x in rows:
+            old._MEMO.clear()
+            ours._MEMO.clear()
+            mark = time.process_time()
+            a = old.linear_probe_cv(x, labels)
+            t_old = time.process_time() - mark
+            mark = time.process_time()
+            b = ours.linear_probe_cv(x, labels)
+            t_new = time.process_time() - mark
+            total_old += t_old
+            total_new += t_new
+            same += a.fold_scores == b.fold_scores
+            print(f"| {block} | {twin} | {x.shape[1]} | {t_old:.2f} | {t_new:.2f} | "
+                  f"{t_old / t_new:.1f} | {a.mean:.4f} | {b.mean:.4f} | "
+                  f"{a.fold_scores == b.fold_scores} |")
+    print(f"| all | | | {total_old:.2f} | {total_new:.2f} | {total_old / total_new:.1f} | | | "
+          f"{same} of {len(rows)} |")
+
+
+def part_n2000(images: int, batch_size: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import torch
+    from _data import fashion_mnist_images
+    from torch.utils.data import DataLoader
+
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import _collate, _ImageFiles, default_workers
+
+    root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
+    fashion_mnist_images(images, root)
+    backbone = load_backbone()
+    from timm.data import create_transform
+
+    transform = create_transform(**backbone.data_config, is_training=False)
+    loader = DataLoader(_ImageFiles(sorted(root.glob("*/*.png")), transform),
+                        batch_size=batch_size, num_workers=default_workers("cpu"),
+                        collate_fn=_collate)
+    model = backbone.model.eval().to(memory_format=torch.channels_last)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch, _ in loader:
+            model(batch.to(memory_format=torch.channels_last))
+    forward = time.perf_counter() - start
+    del model, backbone
+    cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-n2000-"))
+    wall, doc, _ = _cli([str(root), "--batch-size", str(batch_size)], cache)
+    t = doc["timings"]
+    print(f"\n## n2000: {images} Fashion-MNIST images at 224 px, batch {batch_size}\n")
+    print("| what | wall s | / bare forward |")
+    print("|---|---|---|")
+    print(f"| bare forward pass (decode + model(x), model loaded) | {forward:.1f} | 1.00 |")
+    print(f"| whole cold nbtl-recommend (fresh process and cache) | {wall:.1f} | "
+          f"{wall / forward:.2f} |")
+    for key in ("scan_s", "model_s", "features_s", "probes_s"):
+        print(f"| of which {key[:-2]} | {t.get(key, 0):.1f} | {t.get(key, 0) / forward:.2f} |")
+    print(f"\nprobes / extraction: {t['probes_s'] / t['features_s']:.3f}; the random-init twin "
+          f"saw {doc['measures']['random_init_images']} of {doc['measures']['images']} images")
+
+
+def part_help(repeats: int) -> None:
+    """``nbtl-recommend --help`` against a bare ``python -c pass``, best of ``repeats``."""
+    def best(argv: list[str]) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=True, cwd=ROOT)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    bare = best([sys.executable, "-c", "pass"])
+    helped = best([sys.executable, "-m", "recommender", "--help"])
+    print("\n## help: start-up\n")
+    print(f"`python -m recommender --help` {helped:.2f} s, `python -c pass` {bare:.2f} s: "
+          f"the CLI's own start-up {helped - bare:.2f} s (best of {repeats}; target < 1 s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", action="append",
+                        choices=["help", "cache", "probes", "n2000"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline-rev", default=BASELINE_REV)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    parts = args.part or ["help", "cache", "probes", "n2000"]
+    print(f"# bench_analysis: {', '.join(parts)}; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+    if "help" in parts:
+        part_help(args.repeats)
+    if "cache" in parts:
+        part_cache(args.repeats)
+    if "probes" in parts:
+        part_probes(args.baseline_rev)
+    if "n2000" in parts:
+        part_n2000(args.images, args.batch_size)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
