@@ -224,12 +224,16 @@ def groups_figure(doc: Mapping[str, Any]) -> Figure:
                              hatch="//" if name in reinit else None, lw=0.8)
         box.set_gid(f"box-{name}")
         axes.add_patch(box)
-        axes.text(i + 0.5, 0.72, name, ha="center", va="center", fontsize=8, weight="bold")
+        # Text on a hatched box gets a pale backing, to stay readable over the stripes.
+        backing = {"bbox": {"facecolor": "white", "alpha": 0.75, "lw": 0, "pad": 1}} \
+            if name in reinit else {}
+        axes.text(i + 0.5, 0.72, name, ha="center", va="center", fontsize=8, weight="bold",
+                  **backing)
         if group:
             axes.text(i + 0.5, 0.48, f"{group['name']}\nlr {group['lr']:.3g}", ha="center",
-                      va="center", fontsize=7.5)
+                      va="center", fontsize=7.5, **backing)
             axes.text(i + 0.5, 0.2, penalties.get(group["penalty"], group["penalty"]),
-                      ha="center", va="center", fontsize=7)
+                      ha="center", va="center", fontsize=7, **backing)
     axes.set_xlim(0, len(boxes))
     axes.set_ylim(0, 1)
     axes.axis("off")
