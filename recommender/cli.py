@@ -100,6 +100,12 @@ def recommend_command(
     json_out: Annotated[str | None, typer.Option(
         "--json", help="Write the result as JSON to this file, or '-' for stdout "
                        "(the report then goes to stderr).")] = None,
+    html_out: Annotated[Path | None, typer.Option(
+        "--html", help="Also write a self-contained HTML report with plots to this file "
+                       "(needs matplotlib: pip install \"nbtl[plot]\").")] = None,
+    plot_out: Annotated[Path | None, typer.Option(
+        "--plot", help="Also write the per-block profile figure to this .png (or .svg) "
+                       "file (needs matplotlib).")] = None,
     emit: Annotated[Emit | None, typer.Option(
         "--emit", help="Also print the recommendation for your own trainer on stdout (the "
                        "report then goes to stderr): 'timm' the flags of timm's train.py, "
@@ -153,7 +159,8 @@ def recommend_command(
     err = report.console(stderr=True, quiet=quiet)
     if json_file is not None:
         _refuse_inside(json_file, path, "--json")
-        _check_writable(json_file)
+        _check_writable(json_file, "--json")
+    _check_figure_outputs(html_out, plot_out, path)
     if search_db is not None:
         _refuse_inside(search_db, path, "--search-db")
     result = recommend(
@@ -161,9 +168,19 @@ def recommend_command(
         on_stage=None if quiet else report.stage_printer(err),
         progress=None if quiet else report.progress_factory(err),
     )
-    # The JSON file first: a report cut short (a closed pipe) must not lose it.
+    # The files first: a report cut short (a closed pipe) must not lose them.
+    written = []
     if json_file is not None:
         json_file.write_text(_document(result), encoding="utf-8")
+        written.append(f"the JSON to {json_file}")
+    if html_out is not None or plot_out is not None:
+        from recommender.html import write_html, write_profile_plot
+
+        for target, write, what in ((html_out, write_html, "the HTML report"),
+                                    (plot_out, write_profile_plot, "the profile plot")):
+            if target is not None:
+                write(result, target)
+                written.append(f"{what} to {target}")
     if emit is not None:
         from recommender.export import emit as export
 
@@ -173,9 +190,8 @@ def recommend_command(
         report.print_report(result, out, explain=explain)
     if json_to_stdout:
         sys.stdout.write(_document(result))
-    if json_file is not None:
-        err.print(report.printable(f"Wrote the JSON to {json_file}."), markup=False,
-                  soft_wrap=True)
+    for what in written:
+        err.print(report.printable(f"Wrote {what}."), markup=False, soft_wrap=True)
 
 
 def _parse_overrides(texts: list[str]) -> dict[str, object]:
@@ -208,21 +224,44 @@ def _refuse_inside(target: Path, dataset: Path, option: str) -> None:
         )
 
 
-def _check_writable(target: Path) -> None:
-    """A --json file that cannot be written is refused before the analysis, not after it
-    (when its results would be lost). The folder is not created: a typo in it would
-    otherwise scatter files."""
+def _check_writable(target: Path, option: str, example: str = "result.json") -> None:
+    """A --json (--html, --plot) file that cannot be written is refused before the analysis,
+    not after it (when its results would be lost). The folder is not created: a typo in it
+    would otherwise scatter files."""
     if target.is_dir():
-        raise UsageError(f"--json {target} is a folder.",
-                         f"Give a file name, e.g. --json {target / 'result.json'}.")
+        raise UsageError(f"{option} {target} is a folder.",
+                         f"Give a file name, e.g. {option} {target / example}.")
     folder = target.parent
     if not folder.is_dir():
-        raise UsageError(f"--json {target}: the folder {folder} does not exist (nbtl does "
+        raise UsageError(f"{option} {target}: the folder {folder} does not exist (nbtl does "
                          "not create it).", f"Create it first (mkdir -p {folder}), or choose "
                                             "another path.")
     if not os.access(target if target.exists() else folder, os.W_OK):
-        raise UsageError(f"--json {target} cannot be written (no permission).",
+        raise UsageError(f"{option} {target} cannot be written (no permission).",
                          "Choose a file in a folder you can write to.")
+
+
+PLOT_SUFFIXES = (".png", ".svg")
+
+
+def _check_figure_outputs(html_out: Path | None, plot_out: Path | None, dataset: Path) -> None:
+    """--html and --plot: matplotlib installed, a known figure format, a writable file outside
+    the dataset; all before any work."""
+    if html_out is None and plot_out is None:
+        return
+    from recommender.plots import require_matplotlib
+
+    require_matplotlib()
+    if plot_out is not None and plot_out.suffix.lower() not in PLOT_SUFFIXES:
+        raise UsageError(f"--plot {plot_out}: the file name must end in .png or .svg "
+                         "(it chooses the format).", f"e.g. --plot {plot_out.with_suffix('.png')}")
+    if html_out is not None and plot_out is not None and html_out.resolve() == plot_out.resolve():
+        raise UsageError(f"--html and --plot both name {html_out}.", "Give two files.")
+    for target, option, example in ((html_out, "--html", "report.html"),
+                                     (plot_out, "--plot", "profile.png")):
+        if target is not None:
+            _refuse_inside(target, dataset, option)
+            _check_writable(target, option, example)
 
 
 def main() -> None:

@@ -410,7 +410,7 @@ def _print_verdict(result: Result, doc: dict[str, Any], out: Console) -> None:
     and how to check: the first screen."""
     rec = doc["recommendation"]
     hp, details = rec["hyperparameters"], rec["details"]
-    out.print(Text.assemble(("Fit  ", "bold"), _fit_sentence(result, doc)))
+    out.print(Text.assemble(("Fit  ", "bold"), fit_sentence(doc)))
     out.print(Text(f"Change from the binary default (every layer transferred, one learning rate "
                    f"{_fmt_value(BINARY_LR)}, L2 toward zero):", style="bold"))
     for change, setting in _changes(hp, result.blocks, BINARY_LR):
@@ -443,18 +443,20 @@ def _first_sentence(text: str) -> str:
     return re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
 
 
-def _fit_sentence(result: Result, doc: dict[str, Any]) -> str:
-    """The fit in words and the key numbers; the words follow the thresholds the rules use."""
+def fit_sentence(doc: Mapping[str, Any]) -> str:
+    """The fit in words and the key numbers, from a result's JSON document (the terminal
+    report and the HTML page say the same); the words follow the thresholds the rules use."""
     from heuristics.rules.lpft import LP_FT_MIN_PROBE
     from heuristics.rules.regularisation import FIT_MIN_PRETRAINING_GAIN
 
-    summary = {p.name: p.summary for p in result.probes}
+    summary = _summaries(doc["measures"]["probes"])
     probe, gain = summary.get("linear_probe_accuracy"), summary.get("pretraining_gain")
     confidence = summary.get("source_confidence")
     chance = 1 / doc["dataset"]["num_classes"]
     numbers = []
     if probe is not None:
-        numbers.append(f"a linear probe on the top block ({result.blocks[-1]}) reaches "
+        top = doc["measures"]["blocks"][-1]
+        numbers.append(f"a linear probe on the top block ({top}) reaches "
                        f"{_fmt(probe)} accuracy (chance {chance:.2g})")
     if gain is not None:
         numbers.append(f"pre-training adds {gain.value:+.2f} over random-init features")
@@ -470,6 +472,17 @@ def _fit_sentence(result: Result, doc: dict[str, Any]) -> str:
                  "must still change" if helps else
                  "The pre-trained features fit poorly: pre-training adds little")
     return f"{words} — {'; '.join(numbers)}." if numbers else f"{words}."
+
+
+def _summaries(documented: Mapping[str, Any]) -> dict[str, Measurement]:
+    """Each probe's value at the top block (or its one value) with its spread, as the
+    document's ``measures.probes`` has them; a probe without a value is left out."""
+    out = {}
+    for name, probe in documented.items():
+        value, spread = probe["values"][-1], probe["spread"][-1]
+        if value is not None:
+            out[name] = Measurement(value, spread)
+    return out
 
 
 def _changes(hp: dict[str, Any], blocks: tuple[str, ...], default_lr: float

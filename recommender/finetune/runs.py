@@ -64,8 +64,29 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of a run: its phase (``"head"`` for an LP-FT head-only epoch, ``"all"``),
+    the mean training loss (regulariser included) and the validation accuracy after it."""
+
+    epoch: int  # 1-based over the whole run, the head-only phase first
+    phase: str
+    train_loss: float
+    val_accuracy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "phase": self.phase, "train_loss": self.train_loss,
+                "val_accuracy": self.val_accuracy}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> EpochRecord:
+        return cls(int(record["epoch"]), str(record["phase"]), float(record["train_loss"]),
+                   float(record["val_accuracy"]))
+
+
+@dataclass(frozen=True)
 class Run:
-    """One training of one setting with one seed."""
+    """One training of one setting with one seed; ``curve`` its epochs (empty for a run
+    recorded before curves were kept, or a search trial's re-used first run)."""
 
     seed: int
     val_accuracy: float
@@ -73,10 +94,12 @@ class Run:
     lp_epochs: int
     seconds: float = field(default=0.0, compare=False)
     cached: bool = field(default=False, compare=False)  # read back from the run cache
+    curve: tuple[EpochRecord, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "val_accuracy": self.val_accuracy,
-                "test_accuracy": self.test_accuracy, "lp_epochs": self.lp_epochs}
+                "test_accuracy": self.test_accuracy, "lp_epochs": self.lp_epochs,
+                "curve": [e.to_dict() for e in self.curve]}
 
 
 @dataclass(frozen=True)
@@ -131,7 +154,8 @@ def run_setting(
     label: str = "",
 ) -> Run:
     """Fine-tune a copy of the pre-trained model with hyperparameters ``hp`` on the training
-    part of ``split``; accuracy on its validation and test parts."""
+    part of ``split``; accuracy on its validation and test parts, and its curve (mean loss
+    and validation accuracy after each epoch)."""
     start = time.perf_counter()
     cfg = backbone.data_config
     train_data = data.subset(split.train)
@@ -146,6 +170,8 @@ def run_setting(
         applied = apply_recommendation(model, hp, num_classes=len(split.classes), seed=seed,
                                        init_model=init_model)
         applied.regulariser.to(device)
+        val_data = data.subset(split.val)
+        curve: list[EpochRecord] = []
         phases = []
         if lp:
             head = set(applied.head_names())
@@ -165,19 +191,27 @@ def run_setting(
                 schedule=budget.schedule)
             on_batch = progress(f"{label} batches", epochs * steps_per_epoch, "batches") \
                 if progress else None
+            phase = "head" if frozen else "all"
+
+            def on_epoch(_epoch: int, loss: float, phase: str = phase) -> None:
+                # Evaluation draws no random numbers and moves no BatchNorm statistics: the
+                # run trains exactly as it would without its curve.
+                curve.append(EpochRecord(len(curve) + 1, phase, loss, accuracy(
+                    model, val_data, mean=cfg["mean"], std=cfg["std"], device=device)))
+                if on_epoch_bar:
+                    on_epoch_bar(1)
+
             train(model, train_data, config, mean=cfg["mean"], std=cfg["std"],
                   seed=seed * 1000 + i, device=device, groups=groups,
-                  regulariser=applied.regulariser, frozen=frozen,
-                  on_epoch=(lambda _e, _l: on_epoch_bar(1)) if on_epoch_bar else None,
+                  regulariser=applied.regulariser, frozen=frozen, on_epoch=on_epoch,
                   on_batch=on_batch)
         for p in model.parameters():
             p.requires_grad_(True)
-        val = accuracy(model, data.subset(split.val), mean=cfg["mean"], std=cfg["std"],
-                       device=device)
+        val = curve[-1].val_accuracy  # the model after its last epoch
         test = accuracy(model, data.subset(split.test), mean=cfg["mean"], std=cfg["std"],
                         device=device)
     return Run(seed=seed, val_accuracy=val, test_accuracy=test, lp_epochs=lp,
-               seconds=time.perf_counter() - start)
+               seconds=time.perf_counter() - start, curve=tuple(curve))
 
 
 def run_seeds(name: str, hp: Hyperparameters, backbone: Backbone, data: ImageTensors,
@@ -287,7 +321,8 @@ class RunCache:
             record = json.loads(text)
             run = Run(seed=int(record["seed"]), val_accuracy=float(record["val_accuracy"]),
                       test_accuracy=float(record["test_accuracy"]),
-                      lp_epochs=int(record["lp_epochs"]), seconds=0.0, cached=True)
+                      lp_epochs=int(record["lp_epochs"]), seconds=0.0, cached=True,
+                      curve=tuple(EpochRecord.from_dict(e) for e in record.get("curve", ())))
         except (ValueError, KeyError, TypeError) as exc:
             discard(path, "fine-tuning run record", f"{type(exc).__name__}: {exc}")
             return None

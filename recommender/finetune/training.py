@@ -47,7 +47,8 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
           on_epoch: Callable[[int, float], None] | None = None,
           on_batch: Callable[[int], None] | None = None) -> nn.Module:
     """Train ``model`` in place on ``data``; ``on_epoch(epoch, mean_loss)`` after each epoch
-    and ``on_batch(1)`` after each step.
+    (it may evaluate the model: the next epoch sets the training modes again) and
+    ``on_batch(1)`` after each step.
 
     ``groups`` are optimiser parameter groups, each with its own peak ``lr`` (default: all
     parameters at ``config.lr``, weight decay on weights of rank >= 2 only); the schedule
@@ -56,10 +57,7 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
     groups that leave their parameters out, for a head-only phase.
     """
     generator = torch.Generator().manual_seed(seed)
-    model.to(device, memory_format=torch.channels_last).train()
-    for name, module in model.named_modules():
-        if name and inside(name, frozen):
-            module.eval()
+    model.to(device, memory_format=torch.channels_last)
     if groups is None:
         groups = decay_groups(model, config.weight_decay)
     peaks = [group.get("lr", config.lr) for group in groups]
@@ -71,6 +69,7 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
     normalise = _normaliser(mean, std, device)
     step = 0
     for epoch in range(config.epochs):
+        _train_mode(model, frozen)  # each epoch: on_epoch may have evaluated the model
         order = torch.randperm(n, generator=generator)
         losses = []
         for b in range(steps_per_epoch):
@@ -98,6 +97,13 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)))
     return model.eval()
+
+
+def _train_mode(model: nn.Module, frozen: Sequence[str]) -> None:
+    model.train()
+    for name, module in model.named_modules():
+        if name and inside(name, frozen):
+            module.eval()
 
 
 def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float
