@@ -22,6 +22,10 @@ Four parts (``--part``, repeatable; all by default):
     model already loaded), then the whole cold ``nbtl-recommend`` (a fresh process and cache
     folder: imports, scan, weights, extraction with the random-init twin, probes, rules).
     Targets: analysis / forward <= 1.5; probes <= 15 % of the extraction.
+``twin`` (not in the default set)
+    ``--twin-images`` (1,000) Fashion-MNIST images: the pre-training gain per block (and its
+    fold spread) with the random-init twin on every image, and on the seeded subset the
+    analysis uses beyond 500 images, from one extraction.
 
 Run from the repository root, on a quiet machine::
 
@@ -231,14 +235,51 @@ def part_help(repeats: int) -> None:
           f"the CLI's own start-up {helped - bare:.2f} s (best of {repeats}; target < 1 s)")
 
 
+def part_twin(images: int) -> None:
+    """The pre-training gain with the random-init twin on every image against the twin on
+    its seeded subset, from one extraction (a network in eval mode gives each image the
+    same features whatever else is in its batch)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dataclasses import replace
+
+    import numpy as np
+    from _data import fashion_mnist_images
+
+    import recommender.models.features as features_mod
+    from probes.gain import _gain_spread as pretraining_gain_spread
+    from recommender.models.backbones import load_backbone
+
+    root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
+    paths, labels = fashion_mnist_images(images, root)
+    floor = features_mod.TWIN_FLOOR
+    features_mod.TWIN_FLOOR = images  # the twin on every image, this once
+    try:
+        full = features_mod.extract_features(paths, load_backbone(), use_cache=False)
+    finally:
+        features_mod.TWIN_FLOOR = floor
+    rows = features_mod.twin_subset(len(paths))
+    part = replace(full, random_features=tuple(r[rows] for r in full.random_features),
+                   random_rows=rows)
+    print(f"\n## twin: the pre-training gain on {images} Fashion-MNIST images, the twin on "
+          f"all of them vs on its subset of {rows.size}\n")
+    print("| block | gain, twin on all | ± folds | gain, twin on the subset | ± folds |")
+    print("|---|---|---|---|---|")
+    for name, pre, rnd_all, rnd_part in zip(full.blocks, full.pretrained,
+                                            full.random_features, part.random_features):
+        a = pretraining_gain_spread(pre, rnd_all, labels)
+        b = pretraining_gain_spread(pre[rows], rnd_part, np.asarray(labels)[rows])
+        print(f"| {name} | {a[0]:+.3f} | {a[1]:.3f} | {b[0]:+.3f} | {b[1]:.3f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", action="append",
-                        choices=["help", "cache", "probes", "n2000"])
+                        choices=["help", "cache", "probes", "n2000", "twin"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--twin-images", type=int, default=1000)
     args = parser.parse_args(argv)
     parts = args.part or ["help", "cache", "probes", "n2000"]
     print(f"# bench_analysis: {', '.join(parts)}; {os.cpu_count()} cores, "
@@ -251,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         part_probes(args.baseline_rev)
     if "n2000" in parts:
         part_n2000(args.images, args.batch_size)
+    if "twin" in parts:
+        part_twin(args.twin_images)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     return 0
 

@@ -97,6 +97,43 @@ def test_cache_key_depends_on_the_preprocessing(few_paths, backbone):
     assert cache_key(few_paths, backbone) != cache_key(few_paths, load_backbone(image_size=128))
 
 
+def test_cache_key_depends_on_the_precision(few_paths, backbone):
+    """Half precision on a GPU gives other features than float32 on the CPU."""
+    from recommender.models.features import _precision
+
+    assert _precision("cuda:0") == "float16" and _precision("cpu") == "float32"
+    assert cache_key(few_paths, backbone, "float16") != cache_key(few_paths, backbone)
+
+
+def test_features_come_back_in_the_callers_order_from_one_canonical_entry(few_paths, backbone,
+                                                                         private_cache):
+    import numpy as np
+
+    paths = few_paths[:4]
+    forward = extract_features(paths, backbone, workers=0)
+    backward = extract_features(paths[::-1], backbone, workers=0)
+    assert backward.from_cache  # the same images in another order: the same entry
+    for a, b in zip(forward.pretrained, backward.pretrained):
+        np.testing.assert_array_equal(a[::-1], b)
+    np.testing.assert_array_equal(forward.source_probs[::-1], backward.source_probs)
+    # The twin's rows name the same images in the caller's order.
+    for a, b in zip(forward.random_features, backward.random_features):
+        np.testing.assert_array_equal(a[np.argsort(forward.twin_rows())],
+                                      b[np.argsort(backward.twin_rows())][::-1])
+
+
+def test_the_twin_sees_every_image_up_to_the_floor_then_a_seeded_subset():
+    import numpy as np
+
+    from recommender.models.features import TWIN_FLOOR, twin_subset
+
+    np.testing.assert_array_equal(twin_subset(TWIN_FLOOR), np.arange(TWIN_FLOOR))
+    rows = twin_subset(2000)
+    assert rows.size == 500 and np.all(np.diff(rows) > 0) and rows.max() < 2000
+    np.testing.assert_array_equal(rows, twin_subset(2000))  # seeded
+    assert twin_subset(40_000).size == 5000  # N / 8 beyond 4,000
+
+
 def test_a_damaged_cache_file_is_replaced(few_paths, backbone, private_cache):
     paths = few_paths[2:4]
     extract_features(paths, backbone, workers=0)
