@@ -192,7 +192,7 @@ def recommend(
         results = run_probes(features, labels, on_block=on_block)
         timings["probes_s"] = time.perf_counter() - mark
         analysis = Analysis(backbone.describe(), features.blocks, features.dims(),
-                            tuple(results), int(features.twin_rows().size))
+                            tuple(results), len(features.twin_rows()))
         del features  # the probes are what the rest needs; the arrays can go
         if key is not None:
             save_analysis(key, analysis)

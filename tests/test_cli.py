@@ -432,6 +432,10 @@ def test_the_probes_stage_moves_a_progress_bar_per_block(monkeypatch, sample_dir
     class Features:
         blocks = ("stage1", "stage2", "stage3")
         from_cache = False
+        pretrained = ()
+
+        def twin_rows(self):
+            return ()
 
         def dims(self):
             return (4, 4, 4)

@@ -68,6 +68,10 @@ def test_reinit_top_blocks_beyond_the_blocks_is_refused_before_extraction(
 class _Features:
     blocks = ("stage1", "stage2")
     from_cache = False
+    pretrained = ()
+
+    def twin_rows(self):
+        return ()
 
     def dims(self):
         return (8, 16)
