@@ -2,7 +2,8 @@
 
 :func:`run_probes` computes each probe of the registry on the features of every block (or once
 for the whole model); :func:`block_profile` and :func:`summary_measures` turn the results into
-the per-block profile and the summary values that :func:`heuristics.advise` takes.
+the per-block profile and the summary values that :func:`heuristics.advise` takes;
+:func:`consecutive_cka` compares each block's features with the block's below it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def summary_measures(results: list[ProbeResult] | tuple[ProbeResult, ...],
     if scratch is not None:
         measures["scratch_accuracy"] = scratch.accuracy
     return measures
+
+
+def consecutive_cka(pretrained: tuple[np.ndarray, ...] | list[np.ndarray]
+                    ) -> tuple[float | None, ...]:
+    """Debiased linear CKA between each block's features and the block's below it (None for
+    the first block, or where it cannot be computed): where the network's representation of
+    the target's images changes most from one block to the next (Kornblith et al. 2019)."""
+    out: list[float | None] = [None]
+    for below, above in zip(pretrained, pretrained[1:]):
+        try:
+            out.append(probes.linear_cka(below, above, debiased=True))
+        except ProbeError:  # fewer than 4 images: the probes say why
+            out.append(None)
+    return tuple(out)
 
 
 def run_probes(

@@ -17,7 +17,13 @@ import numpy as np
 import heuristics
 import probes
 from heuristics.overrides import check_overrides
-from recommender.analysis import ProbeResult, block_profile, run_probes, summary_measures
+from recommender.analysis import (
+    ProbeResult,
+    block_profile,
+    consecutive_cka,
+    run_probes,
+    summary_measures,
+)
 from recommender.cache import cache_dir
 from recommender.config import Options
 from recommender.data.dataset import Dataset, load_dataset
@@ -51,6 +57,8 @@ class Result:
     timings: Mapping[str, float] = field(default_factory=dict, compare=False)
     analysed: str = "all"  # "all", or which part of a data split the probes saw: "train"
     features_from_cache: bool = field(default=False, compare=False)
+    # Per block: CKA of its pre-trained features with the block's below (None for the first).
+    consecutive_cka: tuple[float | None, ...] = ()
 
     def summary_measures(self) -> dict[str, float]:
         return summary_measures(self.probes, self.scratch)
@@ -67,6 +75,7 @@ class Result:
                 "dims": list(self.dims),
                 "summary": self.summary_measures(),
                 "probes": {p.name: p.to_dict() for p in self.probes},
+                "consecutive_cka": list(self.consecutive_cka),
                 "scratch": self.scratch.to_dict() if self.scratch else None,
                 "definitions": {
                     name: {
@@ -162,6 +171,7 @@ def recommend(
     labels = np.array([label for _, label in dataset.samples])
     on_block = progress("probes", len(features.blocks), "blocks") if progress else None
     results = run_probes(features, labels, on_block=on_block)
+    between_blocks = consecutive_cka(features.pretrained)
     timings["probes_s"] = time.perf_counter() - mark
 
     scratch_result = None
@@ -219,6 +229,7 @@ def recommend(
         analysed="train" if (split is not None or own_split) else "all",
         timings=timings,
         features_from_cache=features.from_cache,
+        consecutive_cka=between_blocks,
     )
 
 
