@@ -83,7 +83,7 @@ def consecutive_cka(pretrained: tuple[np.ndarray, ...] | list[np.ndarray]
     """Debiased linear CKA between each block's features and the block's below it (None for
     the first block, or where it cannot be computed): where the network's representation of
     the target's images changes most from one block to the next (Kornblith et al. 2019)."""
-    out: list[float | None] = [None]
+    out: list[float | None] = [None] if len(pretrained) else []
     for below, above in zip(pretrained, pretrained[1:]):
         try:
             out.append(probes.linear_cka(below, above, debiased=True))
