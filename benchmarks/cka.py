@@ -87,7 +87,7 @@ def moved(root: Path, name: str, rows: Sequence[Mapping[str, Any]], seed: int,
     from recommender.data.splits import split_from_folders
     from recommender.data.tensors import load_image_tensors
     from recommender.finetune.compare import default_hyperparameters
-    from recommender.finetune.runs import Budget, run_setting, test_features
+    from recommender.finetune.runs import Budget, held_out_features, run_setting
     from recommender.models.backbones import load_backbone
 
     analysis = next(r["analysis"] for r in rows
@@ -103,9 +103,9 @@ def moved(root: Path, name: str, rows: Sequence[Mapping[str, Any]], seed: int,
     backbone = load_backbone()
     run = run_setting(default_hyperparameters(rec_hp), backbone, data, split, budget,
                       seed=seed, device=device,
-                      reference=lambda: test_features(backbone.model, data, split,
-                                                      backbone.data_config, device,
-                                                      len(backbone.blocks)))
+                      reference=lambda: held_out_features(backbone.model, data, split,
+                                                          backbone.data_config, device,
+                                                          len(backbone.blocks)))
     return {"seed": seed, "test_accuracy": run.test_accuracy, "block_cka": list(run.block_cka),
             "n_test": int(split.test.size)}
 

@@ -156,9 +156,9 @@ def run_setting(
 ) -> Run:
     """Fine-tune a copy of the pre-trained model with hyperparameters ``hp`` on the training
     part of ``split``; accuracy on its validation and test parts. With ``reference()``
-    giving the pre-trained model's block features of the test images (:func:`test_features`),
-    the CKA of each block against the fine-tuned model's is measured too, before the model
-    is dropped."""
+    giving the pre-trained model's block features of the test images
+    (:func:`held_out_features`), the CKA of each block against the fine-tuned model's is
+    measured too, before the model is dropped."""
     start = time.perf_counter()
     cfg = backbone.data_config
     train_data = data.subset(split.train)
@@ -206,14 +206,15 @@ def run_setting(
         moved = ()
         if reference is not None:
             before = reference()
-            moved = cka_per_block(before, test_features(model, data, split, cfg, device,
-                                                        len(before)))
+            moved = cka_per_block(before, held_out_features(model, data, split, cfg, device,
+                                                            len(before)))
     return Run(seed=seed, val_accuracy=val, test_accuracy=test, lp_epochs=lp, block_cka=moved,
                seconds=time.perf_counter() - start)
 
 
-def test_features(model: nn.Module, data: ImageTensors, split: DataSplit, cfg: Mapping[str, Any],
-                  device: str, num_blocks: int) -> tuple[np.ndarray, ...]:
+def held_out_features(model: nn.Module, data: ImageTensors, split: DataSplit,
+                      cfg: Mapping[str, Any], device: str, num_blocks: int
+                      ) -> tuple[np.ndarray, ...]:
     """``model``'s pooled features at every block of the test part of ``split``."""
     batches = normalised_batches(data.subset(split.test), mean=cfg["mean"], std=cfg["std"],
                                  device=device)
@@ -280,7 +281,7 @@ class SettingRunner:
     def reference(self) -> tuple[np.ndarray, ...]:
         """The pre-trained model's block features of the test images (computed once)."""
         if self._reference is None:
-            self._reference = test_features(self.backbone.model, self.data, self.split,
+            self._reference = held_out_features(self.backbone.model, self.data, self.split,
                                             self.backbone.data_config, self.device,
                                             len(self.backbone.blocks))
         return self._reference
