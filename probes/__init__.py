@@ -13,6 +13,7 @@ from probes.h_score import h_score, shrinkage_h_score
 from probes.transrate import transrate
 from probes.gbc import gbc
 from probes.gain import pretraining_gain
+from probes.cka import block_cka, linear_cka
 from probes.bn_shift import bn_shift
 from probes.leep import leep
 from probes.nce import nce
@@ -38,6 +39,7 @@ __all__ = [
     "Measurement",
     "Probe",
     "ProbeError",
+    "block_cka",
     "bn_shift",
     "compute",
     "gbc",
@@ -45,6 +47,7 @@ __all__ = [
     "h_score",
     "knn_accuracy",
     "leep",
+    "linear_cka",
     "linear_probe_accuracy",
     "linear_probe_cv",
     "list_probes",

@@ -8,6 +8,7 @@ The Python API::
     result.to_dict()          # the JSON document of ``nbtl-recommend --json``
     applied = recommender.apply_recommendation(model, result)  # a head for its classes
     saved = recommender.load_recommendation("rec.json")  # from nbtl-recommend --json
+    moved = recommender.block_similarity(model, finetuned, test_images)  # CKA per block
 
 The sub-packages: :mod:`recommender.data` (dataset scan, image decoding, data splits),
 :mod:`recommender.models` (backbones, layer-wise features, BatchNorm statistics) and
@@ -42,6 +43,8 @@ _EXPORTS = {
     "ApplyError": "recommender.finetune.apply",
     "L2SPRegulariser": "recommender.finetune.apply",
     "load_recommendation": "recommender.finetune.apply",
+    "block_similarity": "recommender.finetune.similarity",
+    "BlockSimilarity": "recommender.finetune.similarity",
     "SavedRecommendation": "recommender.finetune.apply",
     "Phase": "recommender.finetune.loop",
     "lr_scheduler": "recommender.finetune.loop",

@@ -2,7 +2,8 @@
 
 :func:`run_probes` computes each probe of the registry on the features of every block (or once
 for the whole model); :func:`block_profile` and :func:`summary_measures` turn the results into
-the per-block profile and the summary values that :func:`heuristics.advise` takes.
+the per-block profile and the summary values that :func:`heuristics.advise` takes;
+:func:`consecutive_cka` compares each block's features with the block's below it.
 """
 
 from __future__ import annotations
@@ -79,6 +80,20 @@ def summary_measures(results: list[ProbeResult] | tuple[ProbeResult, ...],
     if scratch is not None:
         measures["scratch_accuracy"] = scratch.accuracy
     return measures
+
+
+def consecutive_cka(pretrained: tuple[np.ndarray, ...] | list[np.ndarray]
+                    ) -> tuple[float | None, ...]:
+    """Debiased linear CKA between each block's features and the block's below it (None for
+    the first block, or where it cannot be computed): where the network's representation of
+    the target's images changes most from one block to the next (Kornblith et al. 2019)."""
+    out: list[float | None] = [None] if len(pretrained) else []
+    for below, above in zip(pretrained, pretrained[1:]):
+        try:
+            out.append(probes.linear_cka(below, above, debiased=True))
+        except ProbeError:  # fewer than 4 images: the probes say why
+            out.append(None)
+    return tuple(out)
 
 
 def run_probes(
@@ -246,6 +261,7 @@ class Analysis:
     dims: tuple[int, ...]
     probes: tuple[ProbeResult, ...]
     random_init_images: int  # how many images the random-init twin saw (see features)
+    consecutive_cka: tuple[float | None, ...] = ()  # see consecutive_cka
     from_cache: bool = False
 
     def heuristics_blocks(self) -> tuple[Any, ...]:
@@ -261,6 +277,7 @@ class Analysis:
             "blocks": list(self.blocks),
             "dims": list(self.dims),
             "random_init_images": self.random_init_images,
+            "consecutive_cka": list(self.consecutive_cka),
             "probes": [{"name": p.name, "per_block": p.per_block, "errors": list(p.errors),
                         "values": [m.to_dict() if m is not None else None for m in p.values]}
                        for p in self.probes],
@@ -274,7 +291,8 @@ class Analysis:
                         tuple(p["errors"]))
             for p in doc["probes"])
         return cls(doc["model"], tuple(doc["blocks"]), tuple(int(d) for d in doc["dims"]),
-                   results, int(doc["random_init_images"]), from_cache=True)
+                   results, int(doc["random_init_images"]),
+                   tuple(doc["consecutive_cka"]), from_cache=True)
 
 
 def code_version() -> str:

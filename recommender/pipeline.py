@@ -22,6 +22,7 @@ from recommender.analysis import (
     ProbeResult,
     analysis_key,
     block_profile,
+    consecutive_cka,
     load_analysis,
     run_probes,
     save_analysis,
@@ -63,6 +64,8 @@ class Result:
     random_init_images: int | None = None  # images the random-init twin saw (None: all)
     features_from_cache: bool = field(default=False, compare=False)
     probes_from_cache: bool = field(default=False, compare=False)
+    # Per block: CKA of its pre-trained features with the block's below (None for the first).
+    consecutive_cka: tuple[float | None, ...] = ()
 
     def summary_measures(self) -> dict[str, float]:
         return summary_measures(self.probes, self.scratch)
@@ -83,6 +86,7 @@ class Result:
                                        else len(self.dataset.samples)),
                 "summary": self.summary_measures(),
                 "probes": {p.name: p.to_dict() for p in self.probes},
+                "consecutive_cka": list(self.consecutive_cka),
                 "scratch": self.scratch.to_dict() if self.scratch else None,
                 "definitions": {
                     name: {
@@ -190,9 +194,10 @@ def recommend(
         labels = np.array([label for _, label in dataset.samples])
         on_block = progress("probes", len(features.blocks), "blocks") if progress else None
         results = run_probes(features, labels, on_block=on_block)
+        between_blocks = consecutive_cka(features.pretrained)
         timings["probes_s"] = time.perf_counter() - mark
         analysis = Analysis(backbone.describe(), features.blocks, features.dims(),
-                            tuple(results), len(features.twin_rows()))
+                            tuple(results), len(features.twin_rows()), tuple(between_blocks))
         del features  # the probes are what the rest needs; the arrays can go
         if key is not None:
             save_analysis(key, analysis)
@@ -272,6 +277,7 @@ def recommend(
         features_from_cache=features_from_cache,
         probes_from_cache=analysis.from_cache,
         random_init_images=analysis.random_init_images,
+        consecutive_cka=analysis.consecutive_cka,
     )
 
 

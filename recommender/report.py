@@ -234,6 +234,7 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
             " ".join(_pct(r["test_accuracy"]) for r in setting["runs"]),
             _pct(setting["val_mean"]), wall)
     out.print(table)
+    _print_moved(val, out)
     diff = val["difference"]
     spread = diff["spread"]
     verdict = _verdict(diff["recommended_minus_default"], spread)
@@ -269,6 +270,52 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
             kept = (f"Resumable: the trials are stored in {printable(search['storage'])}; rerun "
                     "the same command to add trials (raise --search) or reuse them.")
         out.print(Text(f"  * best by validation accuracy. {kept}", style="dim"))
+
+
+def _print_moved(val: dict[str, Any], out: Console) -> None:
+    """Per block, CKA between the pre-trained and each setting's fine-tuned features of the
+    test images, beside what the recommendation does with the block."""
+    measured = {name: s["block_cka"] for name, s in val["settings"].items() if s["block_cka"]}
+    if not measured or not val.get("blocks"):
+        return
+    columns = [("block", val["blocks"])]
+    columns += [(SETTING_LABELS.get(name, name).replace(" ", "\n"), [_sig3(v) for v in values])
+                for name, values in measured.items()]
+    if val.get("recommended_treatment"):
+        columns.append(("recommended\ndoes", val["recommended_treatment"]))
+    out.print(Text("Which blocks fine-tuning moved", style="bold"),
+                   Text("(CKA of each block's features of the test images, pre-trained vs "
+                        "fine-tuned, mean over seeds; 1 = unchanged, lower = moved more)",
+                        style="dim"))
+    _print_block_table(columns, out)
+    sentence = moved_sentence(val)
+    if sentence:
+        out.print(Text(f"  {sentence}", style="dim"))
+
+
+def moved_sentence(val: dict[str, Any]) -> str:
+    """Which blocks the default moved most, and whether the recommendation's re-initialised
+    and lowest-rate blocks are among them."""
+    default = val["settings"].get("default", {}).get("block_cka")
+    if not default or any(v is None for v in default):
+        return ""
+    blocks, treatment = val["blocks"], val.get("recommended_treatment") or []
+    order = sorted(range(len(blocks)), key=lambda i: default[i])  # most moved first
+    ranks = {blocks[i]: r + 1 for r, i in enumerate(order)}
+    text = (f"The binary default moved {blocks[order[0]]} most (CKA {_sig3(default[order[0]])})"
+            f" and {blocks[order[-1]]} least ({_sig3(default[order[-1]])}).")
+    reinit = [b for b, t in zip(blocks, treatment) if t == "re-init"]
+    if reinit:
+        text += (f" The recommendation re-initialises {', '.join(reinit)}: ranked "
+                 f"{', '.join(str(ranks[b]) for b in reinit)} of {len(blocks)} by how far "
+                 "the default moved them (1 = most).")
+    rates = {b: float(t.split()[1]) for b, t in zip(blocks, treatment) if t.startswith("lr ")}
+    if rates and len(set(rates.values())) > 1:
+        low = min(rates.values())
+        slow = [b for b, r in rates.items() if r == low]
+        text += (f" Its lowest rate ({low:.3g}) trains {', '.join(slow)}: ranked "
+                 f"{', '.join(str(ranks[b]) for b in slow)}.")
+    return text
 
 
 def _verdict(mean: float, spread: float | None) -> str:
@@ -320,6 +367,9 @@ def _print_measures(result: Result, out: Console, explain: bool) -> None:
             columns.append(("±", [_sig3(m.spread) if m and m.spread is not None else ""
                                   for m in p.values]))
         units.append(columns)
+    if result.consecutive_cka:  # no direction: where the representation changes
+        units.append([("CKA\nbelow", [_sig3(v) if v is not None else "" for v in
+                                        result.consecutive_cka])])
     out.print()
     out.print(Text("Measures by block", style="bold"),
               Text("(rows bottom-up: input → penultimate features)", style="dim"))
@@ -333,12 +383,13 @@ def _print_measures(result: Result, out: Console, explain: bool) -> None:
     if chunk:
         _print_block_table([*fixed, *chunk], out)
     out.print(Text("↑ higher is better · ↓ lower is better · ± spread over cross-validation "
-                   "folds", style="dim"))
+                   "folds · CKA below: similarity (debiased CKA) of the block's features to "
+                   "the block's below", style="dim"))
     twin, images = result.random_init_images, len(result.dataset.samples)
     if twin is not None and twin < images:
         out.print(Text(f"The random-init twin saw {twin} of the {images} images (a fixed, "
-                       "seeded subset): the pre-training gain compares both networks on those.",
-                       style="dim"))
+                       "seeded subset): the pre-training gain and CKA rand compare both "
+                       "networks on those.", style="dim"))
     once = [p for p in result.probes if not p.per_block]
     if once:
         cells = [f"{_label(registry[p.name])} {_fmt(p.summary)}" for p in once]

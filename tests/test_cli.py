@@ -431,6 +431,7 @@ def test_the_probes_stage_moves_a_progress_bar_per_block(monkeypatch, sample_dir
 
     class Features:
         blocks = ("stage1", "stage2", "stage3")
+        pretrained = ()  # no features: no consecutive-block CKA
         from_cache = False
         pretrained = ()
 

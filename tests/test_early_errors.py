@@ -67,6 +67,7 @@ def test_reinit_top_blocks_beyond_the_blocks_is_refused_before_extraction(
 
 class _Features:
     blocks = ("stage1", "stage2")
+    pretrained = ()  # no features: no consecutive-block CKA
     from_cache = False
     pretrained = ()
 

@@ -37,6 +37,16 @@ def test_feature_probes_are_per_block_and_source_head_probes_are_once(result):
 
 
 @pytest.mark.slow
+def test_the_json_holds_consecutive_block_cka_and_cka_with_random_init(result):
+    measures = result.to_dict()["measures"]
+    between = measures["consecutive_cka"]
+    assert len(between) == 6 and between[0] is None
+    assert all(-1.0 <= v <= 1.0 for v in between[1:])
+    random_init = measures["probes"]["cka_random_init"]["values"]
+    assert len(random_init) == 6 and all(-1.0 <= v <= 1.0 for v in random_init)
+
+
+@pytest.mark.slow
 def test_linear_probe_on_pretrained_features_beats_chance(result):
     probe = {p.name: p for p in result.probes}["linear_probe_accuracy"]
     assert probe.summary.value > 0.3  # 10 classes: chance is 0.1

@@ -95,6 +95,18 @@ def test_validation_compares_default_and_recommendation_over_paired_seeds(valida
 
 
 @pytest.mark.slow
+def test_validation_measures_how_far_each_run_moved_each_block(validated):
+    doc = validated.to_dict()["validation"]
+    assert doc["blocks"] == list(validated.blocks)
+    assert len(doc["recommended_treatment"]) == len(doc["blocks"])
+    for setting in doc["settings"].values():
+        per_run = np.array([r["block_cka"] for r in setting["runs"]], dtype=float)
+        assert per_run.shape == (2, len(doc["blocks"]))
+        assert np.all((per_run >= -1.0) & (per_run <= 1.0))
+        assert setting["block_cka"] == pytest.approx(per_run.mean(axis=0).tolist())
+
+
+@pytest.mark.slow
 def test_the_probes_see_only_the_training_split(validated):
     assert len(validated.dataset.samples) == 30 and validated.analysed == "train"
     train = {p for p, _ in validated.dataset.samples}

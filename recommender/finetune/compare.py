@@ -5,7 +5,9 @@ resolution, batch size, augmentation, label smoothing, warm-up and schedule) and
 seeds; they differ only on the paper's axes: which layers are re-initialised, the learning
 rate of each layer group, the L2-SP/L2 mix, and a head-only phase first (LP-FT). Each seed is
 one paired run of both; the report gives held-out test accuracy, mean and spread over the
-seeds. With a search, the best setting it finds joins them (:mod:`.search`).
+seeds, and per block how far each setting moved the features of the test images from the
+pre-trained ones (CKA, :mod:`.similarity`). With a search, the best setting it finds joins
+them (:mod:`.search`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from heuristics import Hyperparameters, Recommendation, binary_default
+from heuristics import Block, Hyperparameters, Recommendation, binary_default
+from heuristics.types import inside
 from recommender.config import ValidationOptions
 from recommender.data.tensors import load_image_tensors
 from recommender.finetune.runs import Budget, Progress, SettingResult, SettingRunner, spread
@@ -39,6 +42,9 @@ class Validation:
     device: str
     settings: tuple[SettingResult, ...]  # default, recommended, then best_found if searched
     search: Mapping[str, Any] | None = None
+    blocks: tuple[str, ...] = ()  # the backbone's blocks, bottom-up (of each block_cka)
+    # Per block, what the recommendation does with it: "re-init", or "lr X" (its group's rate).
+    treatment: tuple[str, ...] = ()
 
     def setting(self, name: str) -> SettingResult | None:
         return next((s for s in self.settings if s.name == name), None)
@@ -52,6 +58,7 @@ class Validation:
     def to_dict(self) -> dict[str, Any]:
         mean, spread_ = self.difference()
         out = {"split": self.split.to_dict(), "budget": self.budget.to_dict(),
+               "blocks": list(self.blocks), "recommended_treatment": list(self.treatment),
                "seeds": list(self.seeds), "mixed_precision": self.device.startswith("cuda"),
                "settings": {s.name: s.to_dict() for s in self.settings},
                "difference": {"recommended_minus_default": mean, "spread": spread_}}
@@ -115,4 +122,21 @@ def validate_recommendation(
                                         fixed=fixed, seed=seed)
         settings.append(best)
     return Validation(split=split, budget=budget, seeds=runner.seeds, device=device,
-                      settings=tuple(settings), search=search_info)
+                      settings=tuple(settings), search=search_info,
+                      blocks=tuple(b.name for b in backbone.blocks),
+                      treatment=block_treatment(hp, backbone.blocks))
+
+
+def block_treatment(hp: Hyperparameters, blocks: Sequence[Block]) -> tuple[str, ...]:
+    """Per block: ``"re-init"`` when ``hp`` re-initialises it, else ``"lr X"``, the peak rate
+    of the group that trains it (the group of the rest where none names it)."""
+    rest = next((g for g in hp.lr_groups if g.rest), None)
+    out = []
+    for block in blocks:
+        if any(block.contains(m) or inside(m, block.modules) for m in hp.reinit_modules):
+            out.append("re-init")
+            continue
+        group = next((g for g in hp.lr_groups if block.name in g.blocks
+                      or any(inside(m, g.modules) for m in block.modules)), rest)
+        out.append(f"lr {group.lr:.3g}" if group is not None else "")
+    return tuple(out)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from heuristics import Hyperparameters
 from heuristics.types import plain
@@ -28,7 +29,15 @@ from recommender.cache import cache_dir, digest, discard, files_identity, try_wr
 from recommender.config import ValidationOptions
 from recommender.errors import UsageError
 from recommender.finetune.apply import apply_recommendation
-from recommender.finetune.training import TrainConfig, TrainingDiverged, accuracy, train
+from recommender.finetune.similarity import cka_per_block
+from recommender.finetune.training import (
+    TrainConfig,
+    TrainingDiverged,
+    accuracy,
+    normalised_batches,
+    train,
+)
+from recommender.models.features import block_outputs
 
 if TYPE_CHECKING:
     from recommender.data.splits import DataSplit
@@ -92,6 +101,9 @@ class Run:
     val_accuracy: float
     test_accuracy: float
     lp_epochs: int
+    # Per block (bottom-up): CKA between the pre-trained and this run's fine-tuned features of
+    # the test images; empty when not measured (a search trial).
+    block_cka: tuple[float | None, ...] = ()
     seconds: float = field(default=0.0, compare=False)
     cached: bool = field(default=False, compare=False)  # read back from the run cache
     curve: tuple[EpochRecord, ...] = ()
@@ -99,6 +111,7 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "val_accuracy": self.val_accuracy,
                 "test_accuracy": self.test_accuracy, "lp_epochs": self.lp_epochs,
+                "block_cka": list(self.block_cka),
                 "curve": [e.to_dict() for e in self.curve]}
 
 
@@ -119,11 +132,21 @@ class SettingResult:
     def seconds(self) -> float:
         return sum(r.seconds for r in self.runs)
 
+    @property
+    def block_cka(self) -> tuple[float | None, ...] | None:
+        """Mean over the seeds of each block's CKA (pre-trained vs fine-tuned), or None when
+        a run did not measure it."""
+        if not self.runs or any(not r.block_cka for r in self.runs):
+            return None
+        columns = zip(*(r.block_cka for r in self.runs))
+        return tuple(None if any(v is None for v in c) else float(np.mean(c)) for c in columns)
+
     def to_dict(self) -> dict[str, Any]:
         val = np.array([r.val_accuracy for r in self.runs])
         return {"name": self.name, "test_mean": float(self.test.mean()),
                 "test_spread": spread(self.test), "val_mean": float(val.mean()),
                 "val_spread": spread(val), "runs": [r.to_dict() for r in self.runs],
+                "block_cka": list(self.block_cka) if self.block_cka is not None else None,
                 "overrides": dict(self.overrides) if self.overrides is not None else None,
                 "hyperparameters": plain(self.hyperparameters)}
 
@@ -152,10 +175,13 @@ def run_setting(
     device: str = "cpu",
     progress: Progress | None = None,
     label: str = "",
+    reference: Callable[[], tuple[np.ndarray, ...]] | None = None,
 ) -> Run:
     """Fine-tune a copy of the pre-trained model with hyperparameters ``hp`` on the training
     part of ``split``; accuracy on its validation and test parts, and its curve (mean loss
-    and validation accuracy after each epoch)."""
+    and validation accuracy after each epoch). With ``reference()`` giving the pre-trained
+    model's block features of the test images (:func:`held_out_features`), the CKA of each
+    block against the fine-tuned model's is measured too, before the model is dropped."""
     start = time.perf_counter()
     cfg = backbone.data_config
     train_data = data.subset(split.train)
@@ -210,17 +236,33 @@ def run_setting(
         val = curve[-1].val_accuracy  # the model after its last epoch
         test = accuracy(model, data.subset(split.test), mean=cfg["mean"], std=cfg["std"],
                         device=device)
-    return Run(seed=seed, val_accuracy=val, test_accuracy=test, lp_epochs=lp,
+        moved = ()
+        if reference is not None:
+            before = reference()
+            moved = cka_per_block(before, held_out_features(model, data, split, cfg, device,
+                                                            len(before)))
+    return Run(seed=seed, val_accuracy=val, test_accuracy=test, lp_epochs=lp, block_cka=moved,
                seconds=time.perf_counter() - start, curve=tuple(curve))
+
+
+def held_out_features(model: nn.Module, data: ImageTensors, split: DataSplit,
+                      cfg: Mapping[str, Any], device: str, num_blocks: int
+                      ) -> tuple[np.ndarray, ...]:
+    """``model``'s pooled features at every block of the test part of ``split``."""
+    batches = normalised_batches(data.subset(split.test), mean=cfg["mean"], std=cfg["std"],
+                                 device=device)
+    return block_outputs(model, batches, num_blocks, device)
 
 
 def run_seeds(name: str, hp: Hyperparameters, backbone: Backbone, data: ImageTensors,
               split: DataSplit, budget: Budget, seeds: Sequence[int], *, device: str,
               progress: Progress | None = None, done: Mapping[int, Run] | None = None,
               overrides: Mapping[str, Any] | None = None,
-              cache: RunCache | None = None) -> SettingResult:
+              cache: RunCache | None = None,
+              reference: Callable[[], tuple[np.ndarray, ...]] | None = None) -> SettingResult:
     """``hp`` trained once per seed. A run already in ``done``, or finished by an earlier
-    call with the same inputs (in ``cache``; None: no run cache), is re-used."""
+    call with the same inputs (in ``cache``; None: no run cache), is re-used. ``reference``:
+    as :func:`run_setting`."""
     runs = []
     for seed in seeds:
         if done and seed in done:
@@ -233,7 +275,8 @@ def run_seeds(name: str, hp: Hyperparameters, backbone: Backbone, data: ImageTen
             continue
         try:
             run = run_setting(hp, backbone, data, split, budget, seed=seed, device=device,
-                              progress=progress, label=f"{name} seed {seed}")
+                              progress=progress, label=f"{name} seed {seed}",
+                              reference=reference)
         except TrainingDiverged as exc:
             raise UsageError(f"Fine-tuning the {name} setting diverged: {exc}.",
                              "Lower its learning rate with --set base_lr=... (or the "
@@ -262,10 +305,19 @@ class SettingRunner:
     progress: Progress | None = None
     timings: dict[str, float] = field(default_factory=dict)
     run_cache: RunCache | None = field(init=False, repr=False)
+    _reference: tuple[np.ndarray, ...] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         # One per comparison, so an unwritable cache is warned about once, not once per run.
         self.run_cache = RunCache() if self.use_cache else None
+
+    def reference(self) -> tuple[np.ndarray, ...]:
+        """The pre-trained model's block features of the test images (computed once)."""
+        if self._reference is None:
+            self._reference = held_out_features(self.backbone.model, self.data, self.split,
+                                            self.backbone.data_config, self.device,
+                                            len(self.backbone.blocks))
+        return self._reference
 
     def train(self, name: str, hp: Hyperparameters, *, done: Mapping[int, Run] | None = None,
               overrides: Mapping[str, Any] | None = None) -> SettingResult:
@@ -275,7 +327,8 @@ class SettingRunner:
         mark = time.perf_counter()
         result = run_seeds(name, hp, self.backbone, self.data, self.split, self.budget,
                            self.seeds, device=self.device, progress=self.progress,
-                           cache=self.run_cache, done=done, overrides=overrides)
+                           cache=self.run_cache, done=done, overrides=overrides,
+                           reference=self.reference)
         self.timings[f"{name}_s"] = time.perf_counter() - mark
         return result
 
@@ -289,7 +342,7 @@ class SettingRunner:
 
 # --- the run cache ---------------------------------------------------------------------------
 
-RUN_CACHE_VERSION = 1
+RUN_CACHE_VERSION = 2  # 2: each run also holds its per-block CKA
 
 
 def _run_path(hp: Hyperparameters, backbone: Backbone, split: DataSplit, budget: Budget,
@@ -321,7 +374,10 @@ class RunCache:
             record = json.loads(text)
             run = Run(seed=int(record["seed"]), val_accuracy=float(record["val_accuracy"]),
                       test_accuracy=float(record["test_accuracy"]),
-                      lp_epochs=int(record["lp_epochs"]), seconds=0.0, cached=True,
+                      lp_epochs=int(record["lp_epochs"]),
+                      block_cka=tuple(None if v is None else float(v)
+                                      for v in record["block_cka"]),
+                      seconds=0.0, cached=True,
                       curve=tuple(EpochRecord.from_dict(e) for e in record.get("curve", ())))
         except (ValueError, KeyError, TypeError) as exc:
             discard(path, "fine-tuning run record", f"{type(exc).__name__}: {exc}")

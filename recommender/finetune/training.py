@@ -9,7 +9,7 @@ with a seeded generator, so the same seed gives the same numbers on the CPU.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,15 +147,24 @@ def accuracy(model: nn.Module, data: ImageTensors, *, mean: Sequence[float],
              std: Sequence[float], device: str = "cpu", batch_size: int = 64) -> float:
     """Fraction of ``data`` that ``model`` (in eval mode) classifies correctly."""
     model.to(device, memory_format=torch.channels_last).eval()
-    normalise = _normaliser(mean, std, device)
     correct = 0
-    for start in range(0, data.labels.numel(), batch_size):
-        images = normalise(data.images[start:start + batch_size].to(device))
+    for start, images in zip(range(0, data.labels.numel(), batch_size),
+                             normalised_batches(data, mean=mean, std=std, device=device,
+                                                batch_size=batch_size)):
         with _autocast(device):
-            logits = model(images.contiguous(memory_format=torch.channels_last))
+            logits = model(images)
         labels = data.labels[start:start + batch_size].to(device)
         correct += int((logits.argmax(dim=1) == labels).sum())
     return correct / data.labels.numel()
+
+
+def normalised_batches(data: ImageTensors, *, mean: Sequence[float], std: Sequence[float],
+                       device: str = "cpu", batch_size: int = 64) -> Iterator[torch.Tensor]:
+    """``data``'s images in order, normalised as the model was trained on them, in batches."""
+    normalise = _normaliser(mean, std, device)
+    for start in range(0, data.labels.numel(), batch_size):
+        images = normalise(data.images[start:start + batch_size].to(device))
+        yield images.contiguous(memory_format=torch.channels_last)
 
 
 def _lr_at(step: int, peak: float, warmup: int, total: int, schedule: str = "cosine") -> float:

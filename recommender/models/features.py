@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -257,6 +257,26 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
     return Features(tuple(b.name for b in backbone.blocks), stacked[0], stacked[1],
                     np.concatenate(probs), recorder.per_block(),
                     random_rows=None if twin.size == len(paths) else twin)
+
+
+def block_outputs(model: nn.Module, batches: Iterable[torch.Tensor], num_blocks: int,
+                  device: str = "cpu") -> tuple[np.ndarray, ...]:
+    """Pooled features of ``model`` at each of its ``num_blocks`` feature points (bottom-up)
+    over preprocessed image ``batches``, as :func:`extract_features` takes them; the model's
+    mode and device are restored."""
+    mode = model.training
+    was = next(model.parameters()).device
+    model.eval().to(device)
+    store: list[list[np.ndarray]] = [[] for _ in range(num_blocks)]
+    try:
+        with torch.inference_mode():
+            for batch in batches:
+                points, _ = _forward(model, batch.to(device), num_blocks)
+                for column, point in zip(store, points):
+                    column.append(point)
+    finally:
+        model.train(mode).to(was)
+    return tuple(np.concatenate(column) for column in store)
 
 
 def _forward(model: nn.Module, batch: torch.Tensor, num_blocks: int):
