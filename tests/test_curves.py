@@ -3,8 +3,6 @@ JSON, and recording them does not change the training."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -52,14 +50,6 @@ def test_a_run_keeps_its_curve_in_the_cache(tmp_path):
     assert run.to_dict()["curve"] == [
         {"epoch": 1, "phase": "head", "train_loss": 1.5, "val_accuracy": 0.25},
         {"epoch": 2, "phase": "all", "train_loss": 0.75, "val_accuracy": 0.5}]
-
-
-def test_a_cached_run_from_before_curves_reads_with_an_empty_curve(tmp_path):
-    path = tmp_path / "old.json"
-    path.write_text(json.dumps({"seed": 0, "val_accuracy": 0.5, "test_accuracy": 0.25,
-                                "lp_epochs": 0, "seconds": 1.0}))
-    run = RunCache().read(path, 0)
-    assert run is not None and run.curve == () and run.to_dict()["curve"] == []
 
 
 @pytest.mark.slow

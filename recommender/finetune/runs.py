@@ -94,8 +94,8 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class Run:
-    """One training of one setting with one seed; ``curve`` its epochs (empty for a run
-    recorded before curves were kept, or a search trial's re-used first run)."""
+    """One training of one setting with one seed; ``curve`` its epochs (empty for a search
+    trial's re-used first run)."""
 
     seed: int
     val_accuracy: float
@@ -342,7 +342,7 @@ class SettingRunner:
 
 # --- the run cache ---------------------------------------------------------------------------
 
-RUN_CACHE_VERSION = 2  # 2: each run also holds its per-block CKA
+RUN_CACHE_VERSION = 2  # 2: each run also holds its per-block CKA and its curve
 
 
 def _run_path(hp: Hyperparameters, backbone: Backbone, split: DataSplit, budget: Budget,
@@ -378,7 +378,7 @@ class RunCache:
                       block_cka=tuple(None if v is None else float(v)
                                       for v in record["block_cka"]),
                       seconds=0.0, cached=True,
-                      curve=tuple(EpochRecord.from_dict(e) for e in record.get("curve", ())))
+                      curve=tuple(EpochRecord.from_dict(e) for e in record["curve"]))
         except (ValueError, KeyError, TypeError) as exc:
             discard(path, "fine-tuning run record", f"{type(exc).__name__}: {exc}")
             return None
