@@ -192,7 +192,7 @@ def test_search_reruns_a_trial_cut_short(tmp_path):
         return _score(overrides)
 
     kw = {"space_": SPACE, "start": START, "evaluate": evaluate, "storage": db,
-          "study_name": "x", "seed": 0}
+          "study_name": "x", "seed": 0, "heartbeat": (1, 2)}
     search_mod.run_search(1, **kw)
     study = optuna.load_study(study_name="x",
                               storage=JournalStorage(JournalFileBackend(str(db))))
@@ -201,9 +201,10 @@ def test_search_reruns_a_trial_cut_short(tmp_path):
                      "l2sp_on": optuna.distributions.CategoricalDistribution([True, False]),
                      "l2sp_weight": optuna.distributions.FloatDistribution(1e-3, 1e-1,
                                                                           log=True)})
-    trials = search_mod.run_search(2, **kw)  # the process "died" inside trial 1
+    trials = search_mod.run_search(2, **kw)  # the process "died" inside trial 1 ...
     assert len(trials) == 2 and len(calls) == 2
-    assert calls[1]["base_lr"] == cut.params["base_lr"]
+    assert calls[1]["base_lr"] == cut.params["base_lr"]  # ... which, silent 2 s, is run again
+    assert trials[1]["retried"] == cut.number
 
 
 def _detail(value, span):

@@ -37,7 +37,8 @@ class Validation:
     budget: Budget
     seeds: tuple[int, ...]
     device: str
-    settings: tuple[SettingResult, ...]  # default, recommended, then best_found if searched
+    # default, recommended, then best_found if searched; none for a search worker
+    settings: tuple[SettingResult, ...]
     search: Mapping[str, Any] | None = None
 
     def setting(self, name: str) -> SettingResult | None:
@@ -49,7 +50,17 @@ class Validation:
         diff: np.ndarray = a.test - b.test
         return float(diff.mean()), spread(diff)
 
+    @property
+    def worker(self) -> bool:
+        """A search worker's validation: trials only, no reference runs (``--role worker``)."""
+        return not self.settings
+
     def to_dict(self) -> dict[str, Any]:
+        if self.worker:
+            return {"split": self.split.to_dict(), "budget": self.budget.to_dict(),
+                    "seeds": list(self.seeds), "mixed_precision": self.device.startswith("cuda"),
+                    "settings": {}, "difference": None,
+                    "search": dict(self.search) if self.search is not None else None}
         mean, spread_ = self.difference()
         out = {"split": self.split.to_dict(), "budget": self.budget.to_dict(),
                "seeds": list(self.seeds), "mixed_precision": self.device.startswith("cuda"),
@@ -105,6 +116,13 @@ def validate_recommendation(
                            seeds=tuple(seed + i for i in range(validation.seeds)),
                            device=device, use_cache=use_cache, say=say, progress=progress,
                            timings=timings)
+    if search is not None and search.role == "worker":
+        _best, search_info = search_near(
+            recommendation, remake, runner, None, trials=search.trials,
+            storage=search.storage, fixed=fixed, seed=seed, study=search.study,
+            prune=search.prune)
+        return Validation(split=split, budget=budget, seeds=runner.seeds, device=device,
+                          settings=(), search=search_info)
     default = runner.train("default", default_hyperparameters(hp))
     recommended = runner.train("recommended", hp)
     settings = [default, recommended]
@@ -112,7 +130,8 @@ def validate_recommendation(
     if search is not None:
         best, search_info = search_near(recommendation, remake, runner, recommended,
                                         trials=search.trials, storage=search.storage,
-                                        fixed=fixed, seed=seed)
+                                        fixed=fixed, seed=seed, study=search.study,
+                                        prune=search.prune)
         settings.append(best)
     return Validation(split=split, budget=budget, seeds=runner.seeds, device=device,
                       settings=tuple(settings), search=search_info)

@@ -129,9 +129,13 @@ def run_setting(
     device: str = "cpu",
     progress: Progress | None = None,
     label: str = "",
+    report: Callable[[int, float], None] | None = None,
 ) -> Run:
     """Fine-tune a copy of the pre-trained model with hyperparameters ``hp`` on the training
-    part of ``split``; accuracy on its validation and test parts."""
+    part of ``split``; accuracy on its validation and test parts. ``report(epoch,
+    val_accuracy)`` after every epoch (counted over both phases of LP-FT), for a pruner: it may
+    raise to stop the run. Evaluating does not change the training (no random draws, BatchNorm
+    statistics frozen)."""
     start = time.perf_counter()
     cfg = backbone.data_config
     train_data = data.subset(split.train)
@@ -139,6 +143,17 @@ def run_setting(
     steps_per_epoch = max(1, int(split.train.size) // batch)
     lp = lp_epochs_for(hp, budget)
     on_epoch_bar = progress(f"{label} epochs", budget.epochs, "epochs") if progress else None
+    val_data = data.subset(split.val)
+    epochs_done = 0
+
+    def on_epoch(_epoch: int, _loss: float) -> None:
+        nonlocal epochs_done
+        epochs_done += 1
+        if on_epoch_bar is not None:
+            on_epoch_bar(1)
+        if report is not None:
+            report(epochs_done, accuracy(model, val_data, mean=cfg["mean"], std=cfg["std"],
+                                         device=device))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = copy.deepcopy(backbone.model)
@@ -168,11 +183,11 @@ def run_setting(
             train(model, train_data, config, mean=cfg["mean"], std=cfg["std"],
                   seed=seed * 1000 + i, device=device, groups=groups,
                   regulariser=applied.regulariser, frozen=frozen,
-                  on_epoch=(lambda _e, _l: on_epoch_bar(1)) if on_epoch_bar else None,
+                  on_epoch=on_epoch if on_epoch_bar or report else None,
                   on_batch=on_batch)
         for p in model.parameters():
             p.requires_grad_(True)
-        val = accuracy(model, data.subset(split.val), mean=cfg["mean"], std=cfg["std"],
+        val = accuracy(model, val_data, mean=cfg["mean"], std=cfg["std"],
                        device=device)
         test = accuracy(model, data.subset(split.test), mean=cfg["mean"], std=cfg["std"],
                         device=device)
@@ -245,11 +260,13 @@ class SettingRunner:
         self.timings[f"{name}_s"] = time.perf_counter() - mark
         return result
 
-    def trial(self, hp: Hyperparameters) -> Run:
-        """``hp`` once, on the first seed, uncached (a search trial)."""
+    def trial(self, hp: Hyperparameters,
+              report: Callable[[int, float], None] | None = None) -> Run:
+        """``hp`` once, on the first seed, uncached (a search trial); ``report(epoch, val)``
+        after each epoch (see :func:`run_setting`)."""
         return run_setting(hp, self.backbone, self.data, self.split, self.budget,
                            seed=self.seeds[0], device=self.device, progress=self.progress,
-                           label="search trial")
+                           label="search trial", report=report)
 
 
 

@@ -56,10 +56,8 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
     groups that leave their parameters out, for a head-only phase.
     """
     generator = torch.Generator().manual_seed(seed)
-    model.to(device, memory_format=torch.channels_last).train()
-    for name, module in model.named_modules():
-        if name and inside(name, frozen):
-            module.eval()
+    model.to(device, memory_format=torch.channels_last)
+    _train_mode(model, frozen)
     if groups is None:
         groups = decay_groups(model, config.weight_decay)
     peaks = [group.get("lr", config.lr) for group in groups]
@@ -97,7 +95,15 @@ def train(model: nn.Module, data: ImageTensors, config: TrainConfig, *, mean: Se
                 on_batch(1)
         if on_epoch is not None:
             on_epoch(epoch + 1, float(np.mean(losses)))
+            _train_mode(model, frozen)  # the callback may have evaluated the model
     return model.eval()
+
+
+def _train_mode(model: nn.Module, frozen: Sequence[str]) -> None:
+    model.train()
+    for name, module in model.named_modules():
+        if name and inside(name, frozen):
+            module.eval()
 
 
 def build_optimizer(groups: list[dict], name: str, lr: float, momentum: float
