@@ -112,3 +112,104 @@ def test_a_worker_killed_mid_trial_loses_nothing(storage, tmp_path):
                if t.system_attrs.get("failed_trial") == killed[0].number]
     assert len(retried) == 1 and retried[0].user_attrs["overrides"] == hung
     assert [p for kind, pid, p in _lines(log) if kind == "done" and p == hung] == [hung]
+
+
+# --- the options ---------------------------------------------------------------------------------
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    from recommender.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["nbtl-recommend", *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+        raise SystemExit(0)
+    return info.value.code or 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--role", "worker"], "--role worker needs --search N"),
+    (["--search", "2", "--storage", "ftp://host/x"], "unknown kind of storage 'ftp'"),
+    (["--search", "2", "--storage", "a.journal", "--search-db", "b.journal"],
+     "--search-db and --storage both"),
+    (["--device", "gpu1"], "--device gpu1 is not one of"),
+    (["--search", "2", "--study", " "], "--study is given an empty name"),
+])
+def test_a_bad_search_option_is_refused_before_any_work(monkeypatch, capsys, sample_dir, args,
+                                                        message):
+    from recommender.errors import EXIT_USAGE
+
+    code, err = _cli(monkeypatch, capsys, str(sample_dir), *args)
+    assert code == EXIT_USAGE and message in err and "Traceback" not in err
+
+
+def test_a_database_that_cannot_be_reached_is_one_clear_line():
+    from recommender.errors import UsageError
+    from recommender.finetune.storage import open_storage
+
+    pytest.importorskip("psycopg2")
+    with pytest.raises(UsageError, match=r"cannot be opened.*\n?.*") as info:
+        open_storage("postgresql://me:secret@127.0.0.1:1/nbtl")
+    assert "secret" not in str(info.value) and "me:***@127.0.0.1:1" in str(info.value)
+
+
+def test_a_storage_url_is_shown_without_its_password():
+    from recommender.finetune.storage import describe, kind_of
+
+    assert describe("postgresql://nbtl:pw@db.lan:5432/s") == "postgresql://nbtl:***@db.lan:5432/s"
+    assert describe("/tmp/s.journal") == "/tmp/s.journal"
+    assert [kind_of(u) for u in ("s.journal", "postgresql+psycopg2://h/d", "mysql://h/d",
+                                 "redis://h:6379")] == ["journal", "rdb", "rdb", "redis"]
+
+
+def _study_name(root: Path) -> str:
+    from types import SimpleNamespace
+
+    import heuristics
+    from recommender.data.dataset import load_dataset
+    from recommender.data.splits import split_dataset
+    from recommender.finetune.runs import Budget
+    from recommender.finetune.search import study_name
+
+    dataset = load_dataset(root)
+    split = split_dataset(dataset.samples, dataset.classes, 0)
+    runner = SimpleNamespace(split=split, budget=Budget(epochs=2, image_size=32), seeds=(0,),
+                             backbone=SimpleNamespace(name="m", weights_id="w"))
+    return study_name(runner, heuristics.binary_default(), {}, (), False)
+
+
+def test_the_default_study_name_is_the_same_wherever_the_images_are(sample_dir, tmp_path):
+    import shutil
+
+    copies = [shutil.copytree(sample_dir, tmp_path / where / "data") for where in ("a", "b/c")]
+    assert _study_name(copies[0]) == _study_name(copies[1]) == _study_name(sample_dir)
+    image = sorted(copies[1].rglob("*.png"))[0]
+    image.write_bytes(image.read_bytes() + b"\0")  # new contents, same path
+    assert _study_name(copies[1]) != _study_name(copies[0])
+
+
+# --- the command line: a main process and a worker -----------------------------------------------
+
+@pytest.mark.slow
+def test_a_worker_and_the_main_process_share_one_search(sample_dir, tmp_path):
+    journal = tmp_path / "search.journal"
+    common = [str(sample_dir), "--max-per-class", "5", "--workers", "0", "--validate-epochs",
+              "2", "--validate-size", "32", "--validate-seeds", "1", "--search", "4",
+              "--storage", str(journal), "-q"]
+    script = Path(sys.executable).parent / "nbtl-recommend"
+    procs = {role: subprocess.Popen([str(script), *common, "--role", role, "--json",
+                                     str(tmp_path / f"{role}.json")],
+                                    stderr=subprocess.PIPE, text=True)
+             for role in ("worker", "main")}
+    for proc in procs.values():
+        _out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+    main = json.loads((tmp_path / "main.json").read_text())["validation"]
+    worker = json.loads((tmp_path / "worker.json").read_text())["validation"]
+    assert list(main["settings"]) == ["default", "recommended", "best_found"]
+    assert worker["settings"] == {} and worker["difference"] is None
+    # Both read every trial from the storage: the same 4, trial 0 the recommended point.
+    assert [t["number"] for t in main["search"]["trials"]] == [0, 1, 2, 3]
+    assert main["search"]["trials"] == worker["search"]["trials"]
+    assert main["search"]["study"] == worker["search"]["study"]
+    assert main["settings"]["recommended"]["runs"][0]["val_accuracy"] == \
+        main["search"]["trials"][0]["val_accuracy"]

@@ -114,7 +114,9 @@ def open_storage(location: str | Path | None, *, heartbeat_s: int = HEARTBEAT_S,
 
 def _rdb(url: str, heartbeat_s: int, grace_s: int, max_retry: int):
     import inspect
+    import warnings
 
+    import optuna
     from optuna.storages import RDBStorage
 
     callback = retry_callback(max_retry)
@@ -123,8 +125,10 @@ def _rdb(url: str, heartbeat_s: int, grace_s: int, max_retry: int):
         else "failed_trial_callback"
     for attempt in range(3):
         try:
-            return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                              engine_kwargs={"pool_pre_ping": True}, **{name: callback})
+            with warnings.catch_warnings():  # heartbeats: "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                                  engine_kwargs={"pool_pre_ping": True}, **{name: callback})
         except ModuleNotFoundError as exc:
             raise UsageError(f"--storage {describe(url)}: the database driver {exc.name!r} is "
                              "not installed.", "pip install 'nbtl[distributed]' (psycopg2 for "
