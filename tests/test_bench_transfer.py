@@ -209,7 +209,7 @@ def test_a_dataset_without_its_grid_still_reports_the_gain():
     assert "| toy | 10, 30/10/20 | 62.0 | 72.0 | +10.0 ± 0.0 | – | – |" in text
 
 
-# --- the queue (runs as trials of an Optuna study) -------------------------------------------------
+# --- the queue (runs as trials of an Optuna study) ----------------------------------------------
 
 UNITS = [("default", 0, {}), ("scratch", 0, {}), ("r1-l2-one-0.01", 0, {}), ("default", 1, {})]
 

@@ -6,10 +6,12 @@ with the groups' ratios kept, the L2-SP weight, a head-only phase first), starti
 recommended point itself. Each trial is a heuristics run with the trial's values as
 overrides, so a change of one axis moves what depends on it (re-initialising a block moves
 it into the head group). Trials are scored on the validation split; the test split only
-reports. Trials are stored in an Optuna journal file as they finish: a rerun with the same
-inputs skips them and goes on (resumable), and a trial cut short is run again. Without a
-cache (``--no-cache``, or a cache folder that cannot be written) and without ``--search-db``,
-the study is kept in memory.
+reports. Trials are stored in an Optuna storage as they finish (a journal file, or a database
+for workers on several machines: :mod:`.storage`): a rerun with the same inputs skips them and
+goes on (resumable), other processes may join the study (``--role worker``), and a trial whose
+process died is run again. With ``--prune`` a successive-halving pruner stops weak trials
+after an early epoch. Without a cache (``--no-cache``, or a cache folder that cannot be
+written) and without ``--search-db``/``--storage``, the study is kept in memory.
 """
 
 from __future__ import annotations
