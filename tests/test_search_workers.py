@@ -213,3 +213,14 @@ def test_a_worker_and_the_main_process_share_one_search(sample_dir, tmp_path):
     assert main["search"]["study"] == worker["search"]["study"]
     assert main["settings"]["recommended"]["runs"][0]["val_accuracy"] == \
         main["search"]["trials"][0]["val_accuracy"]
+
+
+@pytest.mark.parametrize("ci, outcome", [("", pytest.skip.Exception),
+                                         ("1", pytest.fail.Exception)])
+def test_no_postgres_server_skips_locally_and_fails_under_ci(monkeypatch, ci, outcome):
+    import _pg
+
+    monkeypatch.setattr(_pg, "server_binaries", lambda: None)
+    monkeypatch.setenv("NBTL_CI", ci)
+    with pytest.raises(outcome, match="apt-get install postgresql"):
+        _pg.start()
