@@ -224,3 +224,32 @@ def test_no_postgres_server_skips_locally_and_fails_under_ci(monkeypatch, ci, ou
     monkeypatch.setenv("NBTL_CI", ci)
     with pytest.raises(outcome, match="apt-get install postgresql"):
         _pg.start()
+
+
+def test_a_workers_report_lists_the_trials_and_shows_pruned_ones(sample_dir):
+    import io
+
+    from recommender import report
+    from recommender.data.dataset import load_dataset
+    from recommender.data.splits import split_dataset
+    from recommender.finetune.compare import Validation
+    from recommender.finetune.runs import Budget
+
+    dataset = load_dataset(sample_dir)
+    trial = {"number": 0, "state": "complete", "params": {}, "overrides": {"base_lr": 0.01},
+             "val_accuracy": 0.5, "test_accuracy": 0.4, "epochs": None, "retried": None}
+    search = {"trials": [trial, {**trial, "number": 1, "state": "pruned", "test_accuracy": None,
+                                 "epochs": 1, "overrides": {"base_lr": 0.1}}],
+              "space": {}, "best_trial": 0, "storage": "postgresql://nbtl:***@db/s",
+              "study": "nbtl-abc", "sampler": "optuna TPESampler", "pruner": "optuna SHA",
+              "objective": "validation accuracy, seed 0"}
+    validation = Validation(split=split_dataset(dataset.samples, dataset.classes, 0),
+                            budget=Budget(epochs=2, image_size=32), seeds=(0,), device="cpu",
+                            settings=(), search=search)
+    doc = validation.to_dict()
+    assert doc["settings"] == {} and doc["difference"] is None
+    out = io.StringIO()
+    report._print_validation(doc, validation, {}, report.Console(file=out, width=160))
+    text = out.getvalue()
+    assert "Search worker: the study nbtl-abc has 2 finished trials" in text
+    assert "pruned at epoch 1" in text and "1 pruned by successive halving" in text
