@@ -18,9 +18,20 @@ writes them), ``run``:
 3. re-runs the top settings of that grid, the default and the recommendation on fresh seeds
    (paired: seed s is the same data order and head initialisation for every setting).
 
+The runs are queued as trials of an Optuna study, one per dataset and budget
+(``transfer-<dataset>-e<epochs>-s<size>-<device>-t<threads>``), in ``--storage`` (default: a
+journal file next to the results file, ``transfer.journal``; ``postgresql://...`` for several
+machines). The main process (``run``) analyses, queues, trains and, once the grid is done, queues
+the confirmations; any number of workers train queued runs too: ``--jobs N`` starts N-1 local
+ones, and ``run --role worker --storage URL`` with the same ``--data``, ``--epochs``,
+``--size``, ``--threads`` and ``--device`` joins from another machine (start it after the main
+process has printed its first run). A worker that dies stops sending heartbeats, and its run is
+queued again (``recommender.finetune.storage``).
+
 Every finished run is one line appended to ``--results`` (JSON lines), keyed by dataset,
-setting, seed, budget, device and thread count: a rerun skips what is there, so the grid can be
-completed over several runs, and an interrupted one loses at most the run in flight. The thread
+setting, seed, budget, device and thread count (runs from other machines are exported into it
+by the main process from the study): a rerun skips what is there, so the grid can be completed
+over several runs, and an interrupted one loses at most the run in flight. The thread
 count is pinned (``--threads``, default 1 per job) so that reruns give identical numbers; a GPU
 is used when present (``--device auto``). ``report`` reads the results and writes the tables
 and the figure of ``docs/benchmark.md``.
@@ -202,17 +213,19 @@ def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str
 def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int, threads: int,
                 device: str, top: int, grid: bool, confirm: bool,
                 extra: Sequence[Mapping[str, Any]] = (), stage: str = "all",
-                shard: tuple[int, int] = (0, 1)) -> None:
+                storage: str | None = None) -> None:
+    """The main process for one dataset: analyse it (once), queue its runs as trials of the
+    study ``study_name(...)`` in ``storage`` (default: a journal file next to ``results``),
+    work on them with any workers (:func:`work_dataset`), then queue the confirmations on
+    fresh seeds from the grid's ranking, and export every finished run to ``results``."""
     import torch
 
     torch.set_num_threads(threads)
     from heuristics import Hyperparameters
     from recommender.data.dataset import load_dataset
     from recommender.data.splits import split_from_folders
-    from recommender.data.tensors import load_image_tensors
     from recommender.finetune.compare import default_hyperparameters
-    from recommender.finetune.runs import Budget, run_setting
-    from recommender.finetune.training import TrainingDiverged
+    from recommender.finetune.runs import Budget
     from recommender.models.backbones import load_backbone
     from recommender.models.features import resolve_device
 
@@ -229,7 +242,6 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     budget = Budget.for_recommendation(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
     split = split_from_folders(parts, GRID_SEED)
-    data = None
     base_row = {"kind": "run", "dataset": name, "budget": budget.to_dict(), "device": device,
                 "threads": threads, "n_train": int(split.train.size),
                 "n_val": int(split.val.size), "n_test": int(split.test.size)}
@@ -248,51 +260,256 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         return settings[setting] if setting in settings else \
             cell_hyperparameters(analysis, setting)
 
-    def ensure(setting: str, seed: int) -> dict[str, Any]:
-        nonlocal data
-        key = run_key({**base_row, "setting": setting, "seed": seed})
-        for r in read_results(results):
-            if r.get("kind") == "run" and run_key(r) == key:
-                return r
-        if data is None:
-            data = load_image_tensors([p for p, _ in split.samples],
-                                      [c for _, c in split.samples], budget.image_size)
-        hp = hp_of(setting)
-        start = time.perf_counter()
-        try:
-            run = run_setting(hp, backbone, data, split, budget, seed=seed, device=device)
-            val, test, diverged = run.val_accuracy, run.test_accuracy, False
-        except TrainingDiverged:
-            val, test, diverged = 0.0, 0.0, True
-        row = {**base_row, "setting": setting, "seed": seed, "val": val, "test": test,
-               "diverged": diverged, "seconds": round(time.perf_counter() - start, 1),
-               "hyperparameters": plain_hp(hp)}
-        append(results, row)
-        print(f"{name}: {setting} seed {seed}: test {test:.3f} (val {val:.3f}) "
-              f"{row['seconds']:.0f} s", flush=True)
-        return row
+    queue = Queue.open(storage or default_storage(results),
+                       study_name(name, epochs, size, device, threads), create=True)
+    queue.publish(base_row)
+    worker = Worker(name, root, results, queue, backbone=backbone, split=split, budget=budget,
+                    base_row=base_row, device=device)
+
+    def run_all(units: Sequence[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """``units`` (setting, seed) done: from the results file, or queued and worked on."""
+        done = {(r["setting"], r["seed"]): r for r in read_results(results)
+                if r.get("kind") == "run"
+                and run_key(r) == run_key({**base_row, "setting": r["setting"],
+                                           "seed": r["seed"]})}
+        todo = [u for u in dict.fromkeys(units) if u not in done]
+        queue.enqueue([(setting, seed, plain_hp(hp_of(setting))) for setting, seed in todo])
+        worker.work(until=lambda: queue.finished(todo))
+        found = queue.rows()
+        export(results, found.values())
+        return {u: done.get(u) or found[u] for u in units}
 
     rec = recommended_id(rec_hp)
     if not grid and not confirm:  # --stage extra / pair: no grid, these settings on every seed
-        for seed in (GRID_SEED, *CONFIRM_SEEDS):
-            for setting in (extra_ids if stage == "extra" else ["default", rec, *extra_ids]):
-                ensure(setting, seed)
+        run_all([(setting, seed) for seed in (GRID_SEED, *CONFIRM_SEEDS)
+                 for setting in (extra_ids if stage == "extra" else ["default", rec,
+                                                                     *extra_ids])])
+        queue.close_round()
         return
     first = ["default", rec, "scratch"]
+    cells = [c for c in grid_cells() if c != DEFAULT_CELL]
     if grid:
-        cells = [c for c in grid_cells() if c != DEFAULT_CELL]
-        index, count = shard
-        for setting in (first + extra_ids + cells)[index::count]:
-            ensure(setting, GRID_SEED)
+        run_all([(setting, GRID_SEED) for setting in first + extra_ids + cells])
     if confirm:
-        seed0 = [ensure(c, GRID_SEED) for c in grid_cells() if c != DEFAULT_CELL]
-        seed0.append({**ensure("default", GRID_SEED), "setting": DEFAULT_CELL})
+        got = run_all([(c, GRID_SEED) for c in [*cells, "default"]])
+        seed0 = [got[(c, GRID_SEED)] for c in cells]
+        seed0.append({**got[("default", GRID_SEED)], "setting": DEFAULT_CELL})
         best = rank(seed0, int(split.val.size), int(split.test.size))[:top]
         chosen = ["default", rec] + [("default" if c == DEFAULT_CELL else c) for c in best] \
             + extra_ids
-        for seed in CONFIRM_SEEDS:
-            for setting in dict.fromkeys(chosen):
-                ensure(setting, seed)
+        run_all([(setting, seed) for seed in CONFIRM_SEEDS for setting in dict.fromkeys(chosen)])
+    queue.close_round()
+
+
+# --- the queue: runs as trials of an Optuna study ----------------------------------------------
+
+def default_storage(results: Path) -> str:
+    """A journal file next to the results file (one machine; several processes)."""
+    return str(results.with_suffix(".journal"))
+
+
+def study_name(dataset: str, epochs: int, size: int, device: str, threads: int) -> str:
+    """One study per dataset and budget (the run key's budget part)."""
+    return f"transfer-{dataset}-e{epochs}-s{size}-{device.split(':')[0]}-t{threads}"
+
+
+class Queue:
+    """One dataset's runs as trials of one Optuna study: a queued run is a waiting trial whose
+    user attributes hold the setting, the seed and the hyperparameters; a worker claims it
+    (waiting -> running, which one process only can do), trains, and completes it with the
+    result row as a user attribute. A worker that dies is found by its heartbeat, and its run
+    queued again (recommender.finetune.storage)."""
+
+    def __init__(self, study) -> None:
+        self.study = study
+
+    @classmethod
+    def open(cls, storage: str, name: str, *, create: bool, heartbeat=None) -> Queue:
+        import optuna
+
+        from recommender.finetune.storage import GRACE_S, HEARTBEAT_S, open_storage
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        beat, grace = heartbeat or (HEARTBEAT_S, GRACE_S)
+        backend = open_storage(storage, heartbeat_s=beat, grace_s=grace)
+        if create:
+            return cls(optuna.create_study(study_name=name, storage=backend,
+                                           load_if_exists=True))
+        return cls(optuna.load_study(study_name=name, storage=backend))
+
+    def publish(self, base_row: Mapping[str, Any]) -> None:
+        """What a worker needs besides the images: the budget and the row's fixed part."""
+        self.study.set_user_attr("base_row", dict(base_row))
+        self.study.set_user_attr("round_done", False)
+
+    def close_round(self) -> None:
+        self.study.set_user_attr("round_done", True)
+
+    def enqueue(self, units: Sequence[tuple[str, int, Mapping[str, Any]]]) -> None:
+        """Queue (setting, seed, hyperparameters) units not already queued, running or done.
+        Only the main process queues, so a unit is queued once."""
+        from optuna.trial import TrialState
+
+        present = {self._unit(t) for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING,
+                                    TrialState.COMPLETE))}
+        for setting, seed, hp in units:
+            if (setting, seed) not in present:
+                self.study.enqueue_trial({}, user_attrs={"setting": setting, "seed": seed,
+                                                         "hyperparameters": hp})
+
+    def claim(self):
+        """A waiting trial, now running in this process; None when none is waiting."""
+        from optuna.trial import TrialState
+
+        self.fail_stale()
+        storage = self.study._storage
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                return trial
+        return None
+
+    def complete(self, trial, row: Mapping[str, Any]) -> None:
+        from optuna.trial import TrialState
+
+        storage = self.study._storage
+        storage.set_trial_user_attr(trial._trial_id, "row", dict(row))
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.COMPLETE,
+                                       values=[float(row["test"])])
+
+    def fail_stale(self) -> None:
+        import warnings
+
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
+
+    def rows(self) -> dict[tuple[str, int], dict[str, Any]]:
+        from optuna.trial import TrialState
+
+        return {self._unit(t): t.user_attrs["row"] for t in self.study.get_trials(
+            deepcopy=False, states=(TrialState.COMPLETE,)) if "row" in t.user_attrs}
+
+    def finished(self, units: Sequence[tuple[str, int]]) -> bool:
+        return set(units) <= set(self.rows())
+
+    def pending(self) -> int:
+        from optuna.trial import TrialState
+
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,
+                                                                 TrialState.RUNNING)))
+
+    @staticmethod
+    def _unit(trial) -> tuple[str, int]:
+        return trial.user_attrs.get("setting"), trial.user_attrs.get("seed")
+
+
+class Worker:
+    """Trains the runs of one dataset's queue: any number of these, on any machine that holds
+    the dataset, next to the main process (which also works)."""
+
+    def __init__(self, name: str, root: Path, results: Path, queue: Queue, *, backbone, split,
+                 budget, base_row: Mapping[str, Any], device: str) -> None:
+        self.name, self.root, self.results, self.queue = name, root, results, queue
+        self.backbone, self.split, self.budget = backbone, split, budget
+        self.base_row, self.device = dict(base_row), device
+        self.data = None
+
+    def work(self, until) -> None:
+        """Claim and train runs until ``until()``; wait (for other processes' runs, or for
+        a lost one to be queued again) when none is waiting."""
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
+        while not until():
+            trial = self.queue.claim()
+            if trial is None:
+                if self.queue.pending() == 0 and until():
+                    return
+                time.sleep(1.0)
+                continue
+            with get_heartbeat_thread(trial._trial_id, self.queue.study._storage):
+                row = self.train(trial.user_attrs)
+            self.queue.complete(trial, row)
+
+    def train(self, unit: Mapping[str, Any]) -> dict[str, Any]:
+        from heuristics import Hyperparameters
+        from recommender.data.tensors import load_image_tensors
+        from recommender.finetune.runs import run_setting
+        from recommender.finetune.training import TrainingDiverged
+
+        setting, seed = unit["setting"], unit["seed"]
+        key = run_key({**self.base_row, "setting": setting, "seed": seed})
+        for r in read_results(self.results):  # an earlier run of this machine
+            if r.get("kind") == "run" and run_key(r) == key:
+                return r
+        if self.data is None:
+            self.data = load_image_tensors([p for p, _ in self.split.samples],
+                                           [c for _, c in self.split.samples],
+                                           self.budget.image_size)
+        hp = Hyperparameters.from_dict(unit["hyperparameters"])
+        start = time.perf_counter()
+        try:
+            run = run_setting(hp, self.backbone, self.data, self.split, self.budget, seed=seed,
+                              device=self.device)
+            val, test, diverged = run.val_accuracy, run.test_accuracy, False
+        except TrainingDiverged:
+            val, test, diverged = 0.0, 0.0, True
+        row = {**self.base_row, "setting": setting, "seed": seed, "val": val, "test": test,
+               "diverged": diverged, "seconds": round(time.perf_counter() - start, 1),
+               "hyperparameters": plain_hp(hp)}
+        append(self.results, row)
+        print(f"{self.name}: {setting} seed {seed}: test {test:.3f} (val {val:.3f}) "
+              f"{row['seconds']:.0f} s", flush=True)
+        return row
+
+
+def export(results: Path, rows) -> None:
+    """Rows finished elsewhere (workers on other machines) into the results file, once."""
+    have = {run_key(r) for r in read_results(results) if r.get("kind") == "run"}
+    for row in rows:
+        if run_key(row) not in have:
+            append(results, row)
+            have.add(run_key(row))
+
+
+def work_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
+                 threads: int, device: str, storage: str | None, wait_s: float = 3600.0,
+                 ) -> None:
+    """A worker (``run --role worker``) on one dataset: waits for the main process to queue
+    its runs, then trains them until the main process closes the round."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from recommender.data.dataset import load_dataset
+    from recommender.data.splits import split_from_folders
+    from recommender.finetune.runs import Budget
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import resolve_device
+
+    device = resolve_device(device)
+    name_ = study_name(name, epochs, size, device, threads)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            queue = Queue.open(storage or default_storage(results), name_, create=False)
+            if "base_row" in queue.study.user_attrs:
+                break
+        except KeyError:  # no such study yet
+            pass
+        if time.monotonic() > deadline:
+            print(f"{name}: no main process queued runs in {wait_s:.0f} s", flush=True)
+            return
+        time.sleep(2.0)
+    base_row = queue.study.user_attrs["base_row"]
+    fields = {k: v for k, v in base_row["budget"].items() if k != "augmentation"}
+    parts = {r: load_dataset(root / r) for r in ("train", "test")}
+    worker = Worker(name, root, results, queue, backbone=load_backbone(None, None),
+                    split=split_from_folders(parts, GRID_SEED), budget=Budget(**fields),
+                    base_row=base_row, device=device)
+    worker.work(until=lambda: queue.study.user_attrs.get("round_done") is True
+                and queue.pending() == 0)
 
 
 # The binary default is a grid cell: all transferred, L2 1e-4 everywhere, one lr 0.01. It is
@@ -316,33 +533,31 @@ def run_main(args: argparse.Namespace) -> int:
     if not present:
         return 1
     extra = json.loads(args.extra.read_text(encoding="utf-8")) if args.extra else {}
-    common = ["--data", str(args.data), "--results", str(args.results), "--epochs",
-              str(args.epochs), "--size", str(args.size), "--threads", str(args.threads),
-              "--device", args.device, "--top", str(args.top), "--stage", args.stage,
-              "--shard", f"{args.shard[0]}/{args.shard[1]}"]
-    if args.extra:
-        common += ["--extra", str(args.extra)]
-    if args.jobs > 1 and len(present) > 1:  # one child process per dataset, args.jobs at once
+    if args.role == "worker":
+        for n in present:
+            work_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
+                         threads=args.threads, device=args.device, storage=args.storage)
+        return 0
+    helpers = []
+    if args.jobs > 1:  # --jobs N: this process and N-1 local workers on the same queue
+        command = [sys.executable, __file__, "run", "--role", "worker", "--data",
+                   str(args.data), "--results", str(args.results), "--only", ",".join(present),
+                   "--epochs", str(args.epochs), "--size", str(args.size), "--threads",
+                   str(args.threads), "--device", args.device]
+        if args.storage:
+            command += ["--storage", args.storage]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        queue = list(present)
-        running: list[subprocess.Popen] = []
-        failed = 0
-        while queue or running:
-            while queue and len(running) < args.jobs:
-                running.append(subprocess.Popen(
-                    [sys.executable, __file__, "run", "--only", queue.pop(0), "--jobs", "1",
-                     *common], env=env))
-            time.sleep(1)
-            for p in [p for p in running if p.poll() is not None]:
-                failed += p.returncode != 0
-                running.remove(p)
-        return 1 if failed else 0
-    for n in present:
-        run_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
-                    threads=args.threads, device=args.device, top=args.top,
-                    grid=args.stage in ("grid", "all"), confirm=args.stage in ("confirm", "all"),
-                    extra=extra.get(n, ()), stage=args.stage, shard=args.shard)
-    return 0
+        helpers = [subprocess.Popen(command, env=env) for _ in range(args.jobs - 1)]
+    try:
+        for n in present:
+            run_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
+                        threads=args.threads, device=args.device, top=args.top,
+                        grid=args.stage in ("grid", "all"),
+                        confirm=args.stage in ("confirm", "all"), extra=extra.get(n, ()),
+                        stage=args.stage, storage=args.storage)
+    finally:
+        failed = sum(p.wait() != 0 for p in helpers)
+    return 1 if failed else 0
 
 
 def recommendations_main(args: argparse.Namespace) -> int:
@@ -352,13 +567,6 @@ def recommendations_main(args: argparse.Namespace) -> int:
     args.out.write_text(json.dumps(out, indent=1, sort_keys=True), encoding="utf-8")
     print(f"{len(out)} recommendation(s) -> {args.out}")
     return 0
-
-
-def _shard(text: str) -> tuple[int, int]:
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 0 <= I < N")
-    return int(index), int(count)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -372,7 +580,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--epochs", type=int, default=6)
     run.add_argument("--size", type=int, default=64)
     run.add_argument("--threads", type=int, default=1, help="torch threads per job (pinned)")
-    run.add_argument("--jobs", type=int, default=1, help="datasets fine-tuned at once")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="runs trained at once on this machine: this process and N-1 "
+                          "local workers on the same queue")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--top", type=int, default=TOP, help="grid cells re-run on fresh seeds")
     run.add_argument("--stage", default="all",
@@ -383,9 +593,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="JSON {dataset: [hyperparameters or {name, hyperparameters}, ...]} "
                           "of more settings to run on every seed (e.g. written by "
                           "`recommendations` from another version)")
-    run.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
-                     help="with --stage grid: only every N-th setting from the I-th (0-based), "
-                          "so N processes can share one dataset's grid")
+    run.add_argument("--storage", default=None, metavar="URL",
+                     help="where the queue of runs lives: a journal file (default: the "
+                          "results file with .journal) or postgresql://... for workers on "
+                          "several machines")
+    run.add_argument("--role", default="main", choices=("main", "worker"),
+                     help="main: analyse, queue the runs, work, confirm, export to "
+                          "--results; worker: only train queued runs")
     recs = sub.add_parser("recommendations", help="write the recommendation of these "
                           "heuristics for every analysed dataset (for run --extra)")
     recs.add_argument("--results", type=Path, default=RESULTS)

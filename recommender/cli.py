@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import warnings
 from enum import Enum
@@ -24,10 +25,14 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class Role(str, Enum):
+    """``--role``: the main process of a search, or a worker that only runs trials."""
+
+    main = "main"
+    worker = "worker"
 
 
 class Emit(str, Enum):
@@ -60,8 +65,10 @@ def recommend_command(
         = _OPTIONS.batch_size,
     workers: Annotated[int | None, typer.Option(
         "--workers", help="DataLoader worker processes (default: min(4, CPU count)).")] = None,
-    device: Annotated[Device, typer.Option("--device", help="Where to run the backbone.")]
-        = Device.auto,
+    device: Annotated[str, typer.Option(
+        "--device", metavar="auto|cpu|cuda|cuda:K",
+        help="Where to run the backbone and the fine-tuning; cuda:K for the K-th GPU (one "
+             "search worker per GPU).")] = _OPTIONS.device,
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Neither read nor write the caches (features, "
                            "fine-tuning runs).")] = False,
@@ -91,7 +98,24 @@ def recommend_command(
              "rerun the same command to continue.")] = 0,
     search_db: Annotated[Path | None, typer.Option(
         "--search-db", help="File that stores the search's trials (default: in the nbtl "
-                            "cache folder, keyed by the inputs).")] = None,
+                            "cache folder, keyed by the inputs); the same as --storage "
+                            "FILE.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", metavar="URL",
+        help="Where the search's trials live: a journal FILE (one machine, several "
+             "processes), postgresql://USER:PASSWORD@HOST/DB or mysql://... (several "
+             "machines), redis://HOST:PORT. Every process started on one storage with the "
+             "same inputs joins one study.")] = None,
+    study: Annotated[str | None, typer.Option(
+        "--study", help="Name of the search's study in the storage (default: nbtl-<key>, "
+                        "the key made from the images' contents, not their path).")] = None,
+    role: Annotated[Role, typer.Option(
+        "--role", help="main: train the default and the recommendation, search, confirm the "
+                       "best and report; worker: only run search trials (start any number, "
+                       "on any machine, next to one main).")] = Role.main,
+    prune: Annotated[bool, typer.Option(
+        "--prune", help="Stop weak search trials early (successive halving on the "
+                        "validation accuracy after each epoch).")] = False,
     set_values: Annotated[list[str] | None, typer.Option(
         "--set", metavar="NAME=VALUE",
         help="Override a recommended hyperparameter (repeatable), e.g. --set base_lr=0.003; "
@@ -143,14 +167,18 @@ def recommend_command(
     if emit is not None and json_out == "-":
         raise UsageError(f"--emit {emit.value} and --json - both write to stdout.",
                          "Write the JSON to a file (--json FILE), or leave out one of them.")
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise UsageError(f"--device {device} is not one of auto, cpu, cuda, cuda:K.",
+                         "E.g. --device cuda:1 for the second GPU.")
     overrides = _parse_overrides(set_values or [])
     options = Options.from_kwargs(
         labels_csv=labels, model=model, weights=weights, image_size=image_size,
         max_per_class=max_per_class, seed=seed, batch_size=batch_size, workers=workers,
-        device=device.value, use_cache=not no_cache, offline=offline, scratch=scratch,
+        device=device, use_cache=not no_cache, offline=offline, scratch=scratch,
         scratch_epochs=scratch_epochs, overrides=overrides, validate=validate,
         validate_seeds=validate_seeds, validate_epochs=validate_epochs,
-        validate_size=validate_size, search=search, search_db=search_db)
+        validate_size=validate_size, search=search, search_db=search_db, storage=storage,
+        study=study, role=role.value, prune=prune)
     from recommender.pipeline import recommend
 
     json_to_stdout = json_out == "-"
@@ -163,6 +191,8 @@ def recommend_command(
     _check_figure_outputs(html_out, plot_out, path)
     if search_db is not None:
         _refuse_inside(search_db, path, "--search-db")
+    if storage is not None and "://" not in storage:
+        _refuse_inside(Path(storage), path, "--storage")
     result = recommend(
         path, options,
         on_stage=None if quiet else report.stage_printer(err),

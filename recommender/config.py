@@ -49,17 +49,34 @@ class ValidationOptions:
             raise UsageError(f"--validate-size {self.image_size} must be at least 32 pixels.")
 
 
+ROLES = ("main", "worker")
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     """``--search N``: N settings within the recommendation's ranges, stored in ``storage``
-    (default: a journal in the cache folder, keyed by the inputs)."""
+    (``--search-db FILE`` or ``--storage URL``; default: a journal in the cache folder, keyed
+    by the inputs) as the study ``study`` (default: a name made from the inputs' contents).
+    ``role`` ``"worker"``: only run trials (``"main"`` also trains the default and the
+    recommendation and confirms the best). ``prune``: stop weak trials early."""
 
     trials: int
-    storage: Path | None = None
+    storage: Path | str | None = None
+    study: str | None = None
+    role: str = "main"
+    prune: bool = False
 
     def check(self) -> None:
         if self.trials < 1:
             raise UsageError(f"--search {self.trials} must be at least 1 (or left out).")
+        if self.role not in ROLES:
+            raise UsageError(f"--role {self.role!r} is not one of {', '.join(ROLES)}.")
+        if self.storage is not None:
+            from recommender.finetune.storage import kind_of
+
+            kind_of(self.storage)  # an unknown URL scheme: refused before any work
+        if self.study is not None and not self.study.strip():
+            raise UsageError("--study is given an empty name.", "Give a name, or leave it out.")
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,10 @@ class Options:
         validate_size: int = VALIDATE_IMAGE_SIZE,
         search: int = 0,
         search_db: str | Path | None = None,
+        storage: str | None = None,
+        study: str | None = None,
+        role: str = "main",
+        prune: bool = False,
         labels_csv: str | Path | None = None,
         weights: str | Path | None = None,
         overrides: Mapping[str, Any] | None = None,
@@ -117,6 +138,12 @@ class Options:
             raise TypeError(f"recommend() got unexpected keyword arguments: {', '.join(unknown)}")
         validation = ValidationOptions(validate_seeds, validate_epochs, validate_size) \
             if validate or search else None
+        if search_db is not None and storage is not None:
+            raise UsageError("--search-db and --storage both name the search's storage.",
+                             "Give one: --search-db FILE is --storage FILE.")
+        if role != "main" and not search:
+            raise UsageError(f"--role {role} needs --search N (a worker runs search trials).")
+        where = Path(search_db) if search_db else storage
         return cls(
             **plain,
             labels_csv=Path(labels_csv) if labels_csv is not None else None,
@@ -124,8 +151,7 @@ class Options:
             overrides=overrides or {},
             scratch_epochs=scratch_epochs if scratch else None,
             validation=validation,
-            search=SearchOptions(search, Path(search_db) if search_db else None)
-            if search else None,
+            search=SearchOptions(search, where, study, role, prune) if search else None,
         )
 
     def check(self) -> None:

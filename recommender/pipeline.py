@@ -120,16 +120,19 @@ def recommend(
     arguments named as the ``nbtl-recommend`` options (``labels_csv``, ``model``, ``weights``,
     ``image_size``, ``max_per_class``, ``seed``, ``batch_size``, ``workers``, ``device``,
     ``use_cache``, ``offline``, ``scratch``, ``scratch_epochs``, ``overrides``, ``validate``,
-    ``validate_seeds``, ``validate_epochs``, ``validate_size``, ``search``, ``search_db``):
+    ``validate_seeds``, ``validate_epochs``, ``validate_size``, ``search``, ``search_db``,
+    ``storage``, ``study``, ``role``, ``prune``):
     ``scratch`` also trains the network from random initialisation for ``scratch_epochs`` (the
     paper's own measure of fit), ``overrides`` maps hyperparameter names to values that win
     over every rule. ``validate`` fine-tunes the recommendation and the binary default on a
     train/validation/test split (``validate_seeds`` seeds each, ``validate_epochs`` at
     ``validate_size`` px); ``search`` > 0 also tries that many settings within the
-    recommendation's ranges (stored in ``search_db``, default in the cache folder, so an
-    interrupted search resumes). With either, the probes see only the training images. A
-    folder with ``train/`` and ``test/`` (and optionally ``val/``) sub-folders is taken as
-    the user's own split. ``on_stage(text)`` is told when each step starts, and
+    recommendation's ranges (stored in ``search_db`` or the ``storage`` URL, default in the
+    cache folder, so an interrupted search resumes and workers on other machines can join the
+    study; ``role="worker"`` only runs trials, ``prune`` stops weak ones early). With
+    either, the probes see only the training images. A folder with ``train/`` and ``test/``
+    (and optionally ``val/``) sub-folders is taken as the user's own split. ``on_stage(text)``
+    is told when each step starts, and
     ``progress(label, total, unit)`` may return a callback ``advance(n)`` (progress bars);
     both default to silence.
 

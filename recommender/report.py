@@ -217,6 +217,14 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
         f"in minutes on a CPU ({VALIDATE_MEASURED}): it tests "
         "the settings' direction, not their final accuracy; raise it with --validate-epochs "
         "and --validate-size.", style="dim"))
+    if validation.worker:
+        search = val["search"]
+        out.print(Text(f"  Search worker: the study {search['study']} has "
+                       f"{len(search['trials'])} finished trials; the main process (started "
+                       "without --role worker) trains the reference settings, confirms the "
+                       "best and reports.", style="dim"))
+        _print_search(search, out)
+        return
     table = Table(title="Test accuracy (%)", title_justify="left")
     for column in ("setting", "test mean", "± spread", "per seed", "validation", "wall time"):
         table.add_column(column, justify="left" if column in ("setting", "per seed") else "right",
@@ -249,27 +257,38 @@ def _print_validation(val: dict[str, Any], validation, timings: Mapping[str, flo
             ("  best found - recommended: ", "bold"),
             (f"{100 * diff['best_found_minus_recommended']:+.1f} points", "bold"),
             (f" ± {100 * s:.1f}" if s is not None else "", "")))
-    search = val.get("search")
-    if search:
-        trials = Table(title=f"Search: {len(search['trials'])} trials ({search['sampler']}; "
-                             f"scored on {search['objective']})", title_justify="left")
-        for column in ("trial", "settings tried", "validation", "test"):
-            trials.add_column(column, overflow="fold",
-                              justify="right" if column in ("validation", "test") else "left")
-        for trial in search["trials"]:
-            mark = " *" if trial["number"] == search["best_trial"] else ""
-            label = "recommended" if trial is search["trials"][0] else _describe(
-                trial["overrides"])
-            trials.add_row(f"{trial['number']}{mark}", label, _pct(trial["val_accuracy"]),
-                           _pct(trial["test_accuracy"]))
-        out.print(trials)
-        if search["storage"] is None:
-            kept = ("Without a cache the trials were kept in memory only; give --search-db "
-                    "FILE to keep them.")
+    if val.get("search"):
+        _print_search(val["search"], out)
+
+
+def _print_search(search: dict[str, Any], out: Console) -> None:
+    pruned = sum(t["state"] == "pruned" for t in search["trials"])
+    how = f"{search['sampler']}; scored on {search['objective']}"
+    if search.get("pruner"):
+        how += f"; {pruned} pruned by successive halving"
+    trials = Table(title=f"Search: {len(search['trials'])} trials ({how})",
+                   title_justify="left")
+    for column in ("trial", "settings tried", "validation", "test"):
+        trials.add_column(column, overflow="fold",
+                          justify="right" if column in ("validation", "test") else "left")
+    for trial in search["trials"]:
+        mark = " *" if trial["number"] == search["best_trial"] else ""
+        label = "recommended" if trial is search["trials"][0] else _describe(
+            trial["overrides"])
+        if trial["state"] == "pruned":
+            test = f"pruned at epoch {trial['epochs']}"
         else:
-            kept = (f"Resumable: the trials are stored in {printable(search['storage'])}; rerun "
-                    "the same command to add trials (raise --search) or reuse them.")
-        out.print(Text(f"  * best by validation accuracy. {kept}", style="dim"))
+            test = _pct(trial["test_accuracy"])
+        trials.add_row(f"{trial['number']}{mark}", label, _pct(trial["val_accuracy"]), test)
+    out.print(trials)
+    if search["storage"] is None:
+        kept = ("Without a cache the trials were kept in memory only; give --search-db "
+                "FILE to keep them.")
+    else:
+        kept = (f"Resumable: the trials are stored in {printable(search['storage'])} (study "
+                f"{search['study']}); rerun the same command to add trials (raise --search) "
+                "or reuse them, or start workers on it (--role worker).")
+    out.print(Text(f"  * best by validation accuracy. {kept}", style="dim"))
 
 
 def _print_moved(val: dict[str, Any], out: Console) -> None:

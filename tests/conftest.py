@@ -33,3 +33,13 @@ def backbone(private_cache):
     from recommender.models.backbones import load_backbone
 
     return load_backbone()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server (tests/_pg.py); skips without one, fails under CI."""
+    import _pg
+
+    server = _pg.start()
+    yield server
+    server.stop()

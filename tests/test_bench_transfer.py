@@ -151,9 +151,11 @@ def test_incomplete_dataset_is_reported_as_pending():
 
 
 @pytest.mark.slow
-def test_tiny_real_run_is_resumable(tmp_path, monkeypatch):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_tiny_real_run_is_resumable(tmp_path, monkeypatch, jobs):
     """digits8x8, 4 per class, a 1-cell grid, 2 epochs at 32 px on the real backbone: every
-    setting is trained once per seed, and a rerun trains nothing."""
+    setting is trained once per seed (by this process and, with --jobs 2, a local worker on
+    the same queue), and a rerun trains nothing."""
     pytest.importorskip("sklearn")
     pytest.importorskip("skimage")
     import importlib.util
@@ -171,7 +173,7 @@ def test_tiny_real_run_is_resumable(tmp_path, monkeypatch):
         monkeypatch.setattr(t, name, value)
     results = tmp_path / "results.jsonl"
     args = ["run", "--data", str(tmp_path / "d"), "--results", str(results), "--only",
-            "digits8x8", "--epochs", "2", "--size", "32", "--device", "cpu"]
+            "digits8x8", "--epochs", "2", "--size", "32", "--device", "cpu", "--jobs", jobs]
     assert t.main(args) == 0
     rows = t.read_results(results)
     runs = [(r["setting"], r["seed"]) for r in rows if r["kind"] == "run"]
@@ -205,3 +207,38 @@ def test_a_dataset_without_its_grid_still_reports_the_gain():
     assert not datasets["toy"].complete and datasets["toy"].paired_pair()
     text = rep.render(datasets, fit_on=())
     assert "| toy | 10, 30/10/20 | 62.0 | 72.0 | +10.0 ± 0.0 | – | – |" in text
+
+
+# --- the queue (runs as trials of an Optuna study) ----------------------------------------------
+
+UNITS = [("default", 0, {}), ("scratch", 0, {}), ("r1-l2-one-0.01", 0, {}), ("default", 1, {})]
+
+
+def test_the_queue_hands_each_run_to_one_worker_and_queues_it_once(tmp_path):
+    journal = str(tmp_path / "q.journal")
+    main = t.Queue.open(journal, "transfer-x", create=True)
+    main.enqueue(UNITS)
+    main.enqueue(UNITS)  # a rerun of the main process queues nothing twice
+    other = t.Queue.open(journal, "transfer-x", create=False)
+    claimed = []
+    for queue in [main, other] * 3:
+        trial = queue.claim()
+        if trial is not None:
+            claimed.append(t.Queue._unit(trial))
+            queue.complete(trial, {"setting": trial.user_attrs["setting"], "test": 0.5})
+    assert sorted(claimed) == sorted((s, seed) for s, seed, _ in UNITS)
+    assert main.finished([(s, seed) for s, seed, _ in UNITS]) and main.pending() == 0
+
+
+def test_a_run_lost_with_its_worker_is_queued_again(tmp_path):
+    import time
+
+    journal = str(tmp_path / "q.journal")
+    main = t.Queue.open(journal, "transfer-x", create=True, heartbeat=(1, 2))
+    main.enqueue(UNITS[:1])
+    lost = main.claim()  # claimed, then its process "dies": no heartbeat, never completed
+    assert lost is not None and main.claim() is None
+    time.sleep(2.5)
+    again = t.Queue.open(journal, "transfer-x", create=False, heartbeat=(1, 2)).claim()
+    assert again is not None and t.Queue._unit(again) == ("default", 0)
+    assert again.user_attrs["hyperparameters"] == {}

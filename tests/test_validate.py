@@ -204,7 +204,7 @@ def test_search_reruns_a_trial_cut_short(tmp_path):
         return _score(overrides)
 
     kw = {"space_": SPACE, "start": START, "evaluate": evaluate, "storage": db,
-          "study_name": "x", "seed": 0}
+          "study_name": "x", "seed": 0, "heartbeat": (1, 2)}
     search_mod.run_search(1, **kw)
     study = optuna.load_study(study_name="x",
                               storage=JournalStorage(JournalFileBackend(str(db))))
@@ -213,9 +213,10 @@ def test_search_reruns_a_trial_cut_short(tmp_path):
                      "l2sp_on": optuna.distributions.CategoricalDistribution([True, False]),
                      "l2sp_weight": optuna.distributions.FloatDistribution(1e-3, 1e-1,
                                                                           log=True)})
-    trials = search_mod.run_search(2, **kw)  # the process "died" inside trial 1
+    trials = search_mod.run_search(2, **kw)  # the process "died" inside trial 1 ...
     assert len(trials) == 2 and len(calls) == 2
-    assert calls[1]["base_lr"] == cut.params["base_lr"]
+    assert calls[1]["base_lr"] == cut.params["base_lr"]  # ... which, silent 2 s, is run again
+    assert trials[1]["retried"] == cut.number
 
 
 def _detail(value, span):
@@ -297,3 +298,35 @@ def test_a_search_trial_that_diverges_scores_zero_and_the_search_goes_on(sample_
     trials = result.validation.search["trials"]
     assert len(trials) == 2 and trials[1]["val_accuracy"] == trials[1]["test_accuracy"] == 0.0
     assert result.validation.search["best_trial"] == trials[0]["number"]
+
+
+@pytest.mark.slow
+def test_a_pruned_search_reports_its_pruned_trials(sample_dir, tmp_path):
+    result = recommender.recommend(sample_dir, search=4, prune=True, validate_seeds=1,
+                                   search_db=tmp_path / "s.journal", **{**TINY,
+                                                                        "validate_epochs": 4})
+    search = result.validation.search
+    assert search["pruner"].startswith("optuna SuccessiveHalvingPruner")
+    states = [t["state"] for t in search["trials"]]
+    assert len(states) == 4 and states[0] == "complete" and set(states) <= {"complete",
+                                                                             "pruned"}
+    for trial in search["trials"]:
+        pruned = trial["state"] == "pruned"
+        assert (trial["test_accuracy"] is None) == pruned
+        assert (trial["epochs"] is not None and 1 <= trial["epochs"] < 4) == pruned
+    best = next(t for t in search["trials"] if t["number"] == search["best_trial"])
+    assert best["state"] == "complete"
+
+
+def test_the_pruner_stops_a_trial_behind_the_others_at_a_rung(tmp_path):
+    def evaluate(overrides, report):
+        good = overrides["base_lr"] == START["base_lr"]
+        for epoch in range(1, 10):
+            report(epoch, 0.9 if good else 0.1)  # raises TrialPruned when told to stop
+        return (0.9 if good else 0.1), 0.5
+
+    trials = search_mod.run_search(4, space_=SPACE, start=START, evaluate=evaluate,
+                                   storage=None, study_name="x", seed=0, prune=True)
+    assert trials[0]["state"] == "complete"
+    assert all(t["state"] == "pruned" and t["epochs"] < 9 for t in trials[1:])
+    assert search_mod.best_trial(trials)["number"] == 0

@@ -40,7 +40,8 @@ class Validation:
     budget: Budget
     seeds: tuple[int, ...]
     device: str
-    settings: tuple[SettingResult, ...]  # default, recommended, then best_found if searched
+    # default, recommended, then best_found if searched; none for a search worker
+    settings: tuple[SettingResult, ...]
     search: Mapping[str, Any] | None = None
     blocks: tuple[str, ...] = ()  # the backbone's blocks, bottom-up (of each block_cka)
     # Per block, what the recommendation does with it: "re-init", or "lr X" (its group's rate).
@@ -55,7 +56,17 @@ class Validation:
         diff: np.ndarray = a.test - b.test
         return float(diff.mean()), spread(diff)
 
+    @property
+    def worker(self) -> bool:
+        """A search worker's validation: trials only, no reference runs (``--role worker``)."""
+        return not self.settings
+
     def to_dict(self) -> dict[str, Any]:
+        if self.worker:
+            return {"split": self.split.to_dict(), "budget": self.budget.to_dict(),
+                    "seeds": list(self.seeds), "mixed_precision": self.device.startswith("cuda"),
+                    "settings": {}, "difference": None,
+                    "search": dict(self.search) if self.search is not None else None}
         mean, spread_ = self.difference()
         out = {"split": self.split.to_dict(), "budget": self.budget.to_dict(),
                "blocks": list(self.blocks), "recommended_treatment": list(self.treatment),
@@ -112,6 +123,13 @@ def validate_recommendation(
                            seeds=tuple(seed + i for i in range(validation.seeds)),
                            device=device, use_cache=use_cache, say=say, progress=progress,
                            timings=timings)
+    if search is not None and search.role == "worker":
+        _best, search_info = search_near(
+            recommendation, remake, runner, None, trials=search.trials,
+            storage=search.storage, fixed=fixed, seed=seed, study=search.study,
+            prune=search.prune)
+        return Validation(split=split, budget=budget, seeds=runner.seeds, device=device,
+                          settings=(), search=search_info)
     default = runner.train("default", default_hyperparameters(hp))
     recommended = runner.train("recommended", hp)
     settings = [default, recommended]
@@ -119,7 +137,8 @@ def validate_recommendation(
     if search is not None:
         best, search_info = search_near(recommendation, remake, runner, recommended,
                                         trials=search.trials, storage=search.storage,
-                                        fixed=fixed, seed=seed)
+                                        fixed=fixed, seed=seed, study=search.study,
+                                        prune=search.prune)
         settings.append(best)
     return Validation(split=split, budget=budget, seeds=runner.seeds, device=device,
                       settings=tuple(settings), search=search_info,

@@ -176,12 +176,16 @@ def run_setting(
     progress: Progress | None = None,
     label: str = "",
     reference: Callable[[], tuple[np.ndarray, ...]] | None = None,
+    report: Callable[[int, float], None] | None = None,
 ) -> Run:
     """Fine-tune a copy of the pre-trained model with hyperparameters ``hp`` on the training
     part of ``split``; accuracy on its validation and test parts, and its curve (mean loss
-    and validation accuracy after each epoch). With ``reference()`` giving the pre-trained
-    model's block features of the test images (:func:`held_out_features`), the CKA of each
-    block against the fine-tuned model's is measured too, before the model is dropped."""
+    and validation accuracy after each epoch). ``report(epoch, val_accuracy)`` after every
+    epoch (counted over both phases of LP-FT), for a pruner: it may raise to stop the run.
+    Evaluating does not change the training (no random draws, BatchNorm statistics frozen).
+    With ``reference()`` giving the pre-trained model's block features of the test images
+    (:func:`held_out_features`), the CKA of each block against the fine-tuned model's is
+    measured too, before the model is dropped."""
     start = time.perf_counter()
     cfg = backbone.data_config
     train_data = data.subset(split.train)
@@ -226,6 +230,8 @@ def run_setting(
                     model, val_data, mean=cfg["mean"], std=cfg["std"], device=device)))
                 if on_epoch_bar:
                     on_epoch_bar(1)
+                if report is not None:
+                    report(len(curve), curve[-1].val_accuracy)
 
             train(model, train_data, config, mean=cfg["mean"], std=cfg["std"],
                   seed=seed * 1000 + i, device=device, groups=groups,
@@ -332,11 +338,13 @@ class SettingRunner:
         self.timings[f"{name}_s"] = time.perf_counter() - mark
         return result
 
-    def trial(self, hp: Hyperparameters) -> Run:
-        """``hp`` once, on the first seed, uncached (a search trial)."""
+    def trial(self, hp: Hyperparameters,
+              report: Callable[[int, float], None] | None = None) -> Run:
+        """``hp`` once, on the first seed, uncached (a search trial); ``report(epoch, val)``
+        after each epoch (see :func:`run_setting`)."""
         return run_setting(hp, self.backbone, self.data, self.split, self.budget,
                            seed=self.seeds[0], device=self.device, progress=self.progress,
-                           label="search trial")
+                           label="search trial", report=report)
 
 
 
