@@ -39,6 +39,12 @@ class ProbeResult:
     per_block: bool
     values: tuple[Measurement | None, ...]  # one per block, or a single entry
     errors: tuple[str | None, ...]
+    n_samples: int | None = None  # the images the probes saw; a capped probe used fewer
+
+    @property
+    def n_used(self) -> tuple[int | None, ...]:
+        """Samples each value was computed on where that is a subset, else None."""
+        return tuple(m.n_used if m else None for m in self.values)
 
     @property
     def summary(self) -> Measurement | None:
@@ -51,6 +57,7 @@ class ProbeResult:
             "values": [m.value if m else None for m in self.values],
             "spread": [m.spread if m else None for m in self.values],
             "errors": list(self.errors),
+            "n_used": list(self.n_used),
         }
 
 
@@ -119,14 +126,15 @@ def run_probes(
     once = _measure([p.name for p in registered if p.name not in per_block],
                     {"source_probs": features.source_probs, "labels": labels})
     results = []
+    n_samples = len(labels)
     for probe in registered:
         if probe.name in per_block:
             cells = [column[probe.name] for column in columns]
             results.append(ProbeResult(probe.name, True, tuple(c[0] for c in cells),
-                                       tuple(c[1] for c in cells)))
+                                       tuple(c[1] for c in cells), n_samples))
         else:
             value, error = once[probe.name]
-            results.append(ProbeResult(probe.name, False, (value,), (error,)))
+            results.append(ProbeResult(probe.name, False, (value,), (error,), n_samples))
     return results
 
 
