@@ -9,8 +9,8 @@ from probes.registry import Probe, register
 
 # The checks and the per-sample terms work on float64 copies of the (N, Cs) softmax, a few
 # times its size: above this many samples, a seeded stratified subset (probes._subsample)
-# bounds that memory (~1.5 GB at Cs = 1000).
-MAX_SAMPLES = 50_000
+# bounds that memory (~0.8 GB at Cs = 1000).
+MAX_SAMPLES = 20_000
 
 
 def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:

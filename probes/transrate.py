@@ -83,7 +83,7 @@ def transrate(
     if not z.any():
         return 0.0
     if normalise:
-        z = z / np.sqrt(np.mean(np.einsum("ij,ij->i", z, z)))
+        z /= np.sqrt(np.mean(np.einsum("ij,ij->i", z, z)))  # z is centre's own copy
         log_eps = np.log(eps)
     else:
         log_eps = np.log(eps) - 2.0 * np.log(peak)

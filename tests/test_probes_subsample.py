@@ -125,10 +125,10 @@ def test_labels_given_as_a_list_stay_one_label_per_sample():
 
 @pytest.mark.parametrize("name", [p.name for p in PROBES.values() if p.max_samples])
 def test_a_capped_probe_at_or_below_its_cap_is_computed_on_every_sample(name):
-    inputs = _problem(200)
+    inputs = _problem(150)
     probe = get_probe(name)
     uncapped = compute(dataclasses.replace(probe, max_samples=None), **inputs)
-    assert compute(_capped(name, 200), **inputs) == uncapped  # bit-identical, n_used None
+    assert compute(_capped(name, 150), **inputs) == uncapped  # bit-identical, n_used None
     assert uncapped.n_used is None
 
 
@@ -217,7 +217,7 @@ MEMORY_BOUND_MB = 400
 
 @pytest.fixture(scope="module")
 def large():
-    inputs = _problem(LARGE_N, n_classes=10, dim=4, seed=3)
+    inputs = _problem(LARGE_N, n_classes=5, dim=4, seed=3)
     inputs["bn_stats"] = np.abs(np.random.default_rng(0).normal(size=(4, 8))) + 0.1
     return inputs
 
@@ -236,7 +236,7 @@ def _bounded_run(name: str, inputs: dict) -> Measurement:
 
 # The fast lane: every probe at N = 30,000, the capped ones at a lower cap (their cost is
 # the cap's, not N's); the next test runs them at their registered caps.
-SMALL_CAP = 1000
+SMALL_CAP = 500
 
 
 @pytest.mark.parametrize("name", list(PROBES))
