@@ -126,7 +126,10 @@ def measure(folder: Path, jobs: int) -> dict:
     per_probe: dict[str, dict] = {}
     compute = probes.compute
 
+    stage_peak = [0]  # tracemalloc's peak is reset for each call: keep the stage's here
+
     def timed(name, **inputs):
+        stage_peak[0] = max(stage_peak[0], tracemalloc.get_traced_memory()[1])
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         t = time.perf_counter()
@@ -143,7 +146,7 @@ def measure(folder: Path, jobs: int) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     results = analysis.run_probes(features, labels, jobs=jobs)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
+    traced_peak = max(stage_peak[0], tracemalloc.get_traced_memory()[1]) / 2**20
     tracemalloc.stop()
     analysis.probes.compute = compute
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -207,10 +210,16 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("/tmp/nbtl-bench-large"))
+    parser.add_argument("--table", action="store_true",
+                        help="print the table of the sizes' last results in --work, run nothing")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(args.one, args.jobs)))
+        return
+    if args.table:
+        report([json.loads((args.work / f"n{n}-c{args.classes}" / "result.json").read_text())
+                for n in (int(s) for s in args.sizes.split(","))])
         return
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
@@ -222,6 +231,7 @@ def main() -> None:
             [sys.executable, __file__, "--one", str(folder), "--jobs", str(args.jobs)],
             check=True, capture_output=True, text=True)
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        (folder / "result.json").write_text(json.dumps(rows[-1]))
         r = rows[-1]
         print(f"N={n:,}: stage {r['wall_s']:.1f} s wall, peak RSS "
               f"{r['rss_above_inputs_mb']:.0f} MB above {r['input_mb']:.0f} MB of inputs",
