@@ -125,7 +125,10 @@ def sample_inputs(needs: tuple[str, ...], inputs: dict, max_samples: int
     sample_wise = [name for name in SAMPLE_INPUTS if name in kwargs]
     if not sample_wise:
         return kwargs, None
-    first = np.asarray(kwargs[sample_wise[0]])
+    try:
+        first = np.asarray(kwargs[sample_wise[0]])
+    except (ValueError, TypeError):  # ragged: the probe's own check says what is wrong
+        return kwargs, None
     if first.ndim < 1 or first.shape[0] <= max_samples:
         return kwargs, None
     n = first.shape[0]
@@ -145,7 +148,10 @@ def sample_inputs(needs: tuple[str, ...], inputs: dict, max_samples: int
 def _check_in_chunks(name: str, array: object, n: int) -> None:
     """ProbeError if ``array`` is not what the probe accepts, checked ``_CHECK_ROWS`` rows
     at a time (the checks make a float64 copy)."""
-    x = np.asarray(array)
+    try:
+        x = np.asarray(array)
+    except (ValueError, TypeError) as err:
+        raise ProbeError(f"{name}: not an array") from err
     if x.ndim != 2 or x.shape[0] != n:
         raise ProbeError(f"{name}: not subsampled")
     check = check_source_probs if name == "source_probs" else check_features

@@ -171,6 +171,12 @@ def test_labels_of_another_length_are_refused_as_without_a_cap():
         compute(_capped("knn_accuracy", 100), **inputs)
 
 
+def test_ragged_features_above_the_cap_get_the_message_they_get_without_one():
+    ragged = [[0.0, 1.0]] * 300 + [[1.0]]
+    with pytest.raises(ProbeError, match="features: could not be read as an array"):
+        compute(_capped("knn_accuracy", 100), features=ragged, labels=np.arange(301) % 2)
+
+
 def test_register_refuses_a_cap_below_two():
     with pytest.raises(ProbeError, match="max_samples 1 must be an integer >= 2"):
         probes.register(dataclasses.replace(_capped("knn_accuracy", 1), name="knn_one"))
