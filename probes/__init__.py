@@ -21,6 +21,7 @@ from probes.source_head import source_confidence, source_entropy
 
 # isort: on
 from probes._checks import ProbeError
+from probes._subsample import SUBSAMPLE_SEED
 from probes.registry import (
     INPUTS,
     PROBES,
@@ -35,6 +36,7 @@ from probes.registry import (
 __all__ = [
     "INPUTS",
     "PROBES",
+    "SUBSAMPLE_SEED",
     "LinearProbeResult",
     "Measurement",
     "Probe",

@@ -223,7 +223,8 @@ def unit_peak(features: np.ndarray) -> np.ndarray:
     For scores that do not depend on the scale of the features: squares and Gram
     matrices of values near 1e150 would overflow, of values near 1e-170 underflow.
     """
-    peak = float(np.max(np.abs(features)))
+    # max(|x|) without an |x| copy of the array: the same number.
+    peak = max(float(features.max()), -float(features.min()))
     return features / peak if peak > 0 else features
 
 
@@ -238,7 +239,12 @@ def centre(features: np.ndarray) -> np.ndarray:
     """
     n, d = features.shape
     centred = features - features.mean(axis=0)
-    rounding = (max(n, d) * np.finfo(np.float64).eps) ** 2 * np.sum(features * features)
-    if np.sum(centred * centred) <= rounding:
+    # Sums of squares by einsum: no squared copy of an (N, D) array.
+    rounding = (max(n, d) * np.finfo(np.float64).eps) ** 2 * _sum_of_squares(features)
+    if _sum_of_squares(centred) <= rounding:
         return np.zeros_like(centred)
     return centred
+
+
+def _sum_of_squares(x: np.ndarray) -> float:
+    return float(np.einsum("ij,ij->", x, x))

@@ -6,7 +6,7 @@ import numpy as np
 
 from probes._checks import check_features, check_same_samples, encode_labels
 from probes.linear_probe import content_order, cross_validate, plan_folds
-from probes.registry import Probe, register
+from probes.registry import Probe, get_probe, register
 
 
 def pretraining_gain(
@@ -86,5 +86,8 @@ register(
         label="PT gain",
         unit="fraction",
         spread=_gain_spread,
+        # The linear probe's cap: the same rows, so its fit on the pre-trained features is
+        # re-used (memoised) rather than repeated on another subset.
+        max_samples=get_probe("linear_probe_accuracy").max_samples,
     )
 )

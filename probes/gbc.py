@@ -65,20 +65,23 @@ def gbc(features: np.ndarray, labels: np.ndarray) -> float:
     M. Pandy, A. Agostinelli, J. Uijlings, V. Ferrari, T. Mensink. "Transferability
     Estimation using Bhattacharyya Class Separability." CVPR 2022.
     """
-    f = check_features(features)
+    # GBC is scale-free; scaling keeps the squares finite. Scaled at once, the validated
+    # float64 copy is not kept alive beside the scaled and centred ones.
+    f = unit_peak(check_features(features))
     codes, n_classes = encode_labels(labels, n_samples=f.shape[0])
     projected = _principal_components(f, min(PCA_DIMS, f.shape[1], f.shape[0] - 1))
     return float(-np.sum(_bhattacharyya_coefficients(projected, codes, n_classes)))
 
 
 def _principal_components(f: np.ndarray, k: int) -> np.ndarray:
-    """The centred features in the basis of their first k principal axes (N, k).
+    """The centred features (``f`` scaled by :func:`unit_peak`) in the basis of their first
+    k principal axes (N, k).
 
     With k = D this is a rotation, which GBC ignores: the centred features are returned.
     A zero matrix when the features are constant up to the rounding of their mean.
     """
     n, d = f.shape
-    centred = centre(unit_peak(f))  # GBC is scale-free; this keeps the squares finite
+    centred = centre(f)
     if not centred.any():
         return np.zeros((n, k))
     if k == d:

@@ -62,7 +62,7 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
     Information-Theoretic Approach to Transferability in Task Transfer Learning."
     ICIP 2019.
     """
-    spectrum = _class_spectrum(*_validated(features, labels))
+    spectrum = _class_spectrum(features, labels)
     n = spectrum.n_samples
     variance = spectrum.eigenvalues / (n - 1)  # eigenvalues of cov(F)
     return float(np.sum(spectrum.between / variance) / (n - 1))
@@ -112,7 +112,7 @@ def shrinkage_h_score(features: np.ndarray, labels: np.ndarray) -> float:
     2022 (arXiv:2110.06893). O. Ledoit, M. Wolf. "A well-conditioned estimator for
     large-dimensional covariance matrices." J. Multivariate Analysis 88, 2004.
     """
-    spectrum = _class_spectrum(*_validated(features, labels))
+    spectrum = _class_spectrum(features, labels)
     n, d = spectrum.n_samples, spectrum.n_dims
     shrinkage = _ledoit_wolf_shrinkage(spectrum)
     mean_variance = spectrum.total_square / (n * d)  # tr(S) / D
@@ -134,13 +134,11 @@ class _ClassSpectrum:
     gram_square: float  # ||F_c^T F_c||_F^2 = sum of all squared eigenvalues
 
 
-def _validated(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def _class_spectrum(features: np.ndarray, labels: np.ndarray) -> _ClassSpectrum:
+    """Validate, then the spectrum. The validated float64 copy is dropped once scaled (no
+    caller holds it), so two (N, D) float64 arrays are alive at once, not three."""
     f = check_features(features)
     codes, n_classes = encode_labels(labels, n_samples=f.shape[0])
-    return f, codes, n_classes
-
-
-def _class_spectrum(f: np.ndarray, codes: np.ndarray, n_classes: int) -> _ClassSpectrum:
     n, d = f.shape
     f = unit_peak(f)  # both scores are scale-free; this keeps the squares finite
     centred = centre(f)

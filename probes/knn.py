@@ -11,6 +11,9 @@ from probes.registry import Probe, register
 DEFAULT_K = 10
 # Rows of the similarity matrix computed at once: memory is O(N * CHUNK).
 CHUNK = 1024
+# Leave-one-out over N samples costs O(N^2 D): above this many, the registry runs it on a
+# seeded stratified subset (probes._subsample), ~35 s at D = 1280 on one core.
+MAX_SAMPLES = 20_000
 
 
 def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K) -> float:
@@ -115,5 +118,6 @@ register(
         "Theory 1967; k-NN on frozen features as in Wu et al., CVPR 2018",
         label="kNN acc",
         unit="fraction",
+        max_samples=MAX_SAMPLES,
     )
 )

@@ -7,6 +7,11 @@ import numpy as np
 from probes._checks import check_source_probs, encode_labels
 from probes.registry import Probe, register
 
+# The checks and the per-sample terms work on float64 copies of the (N, Cs) softmax, a few
+# times its size: above this many samples, a seeded stratified subset (probes._subsample)
+# bounds that memory (~0.8 GB at Cs = 1000).
+MAX_SAMPLES = 20_000
+
 
 def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     r"""LEEP: mean log-likelihood of the target labels under the source head's re-mapping.
@@ -73,5 +78,6 @@ register(
         reference="Nguyen et al., LEEP, ICML 2020",
         label="LEEP",
         unit="nats",
+        max_samples=MAX_SAMPLES,
     )
 )

@@ -336,5 +336,8 @@ register(
         label="probe acc",
         unit="fraction",
         spread=_linear_probe_spread,
+        # Nested CV fits grow faster than N: above this, a seeded stratified subset
+        # (probes._subsample); the pre-training gain uses the same cap and rows.
+        max_samples=10_000,
     )
 )

@@ -7,6 +7,11 @@ import numpy as np
 from probes._checks import check_source_probs, encode_labels
 from probes.registry import Probe, register
 
+# The checks and the per-sample terms work on float64 copies of the (N, Cs) softmax, a few
+# times its size: above this many samples, a seeded stratified subset (probes._subsample)
+# bounds that memory (~0.8 GB at Cs = 1000).
+MAX_SAMPLES = 20_000
+
 
 def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
     r"""NCE: minus the conditional entropy of the target label given the source prediction.
@@ -67,5 +72,6 @@ register(
         "Tasks, ICCV 2019",
         label="NCE",
         unit="nats",
+        max_samples=MAX_SAMPLES,
     )
 )

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from probes._checks import ProbeError
+from probes._subsample import sample_inputs
 
 # features, random_features: (N, D) per block; source_probs: (N, Cs) softmax of the source
 # head; labels: (N,) of any hashable values; bn_stats: (4, K) per block, see probes.bn_shift.
@@ -44,6 +45,11 @@ class Probe:
     spread : callable or None
         Optional ``spread(**inputs) -> (value, spread)`` with the same inputs as ``func``,
         e.g. mean and standard deviation over cross-validation folds.
+    max_samples : int or None
+        For a probe whose cost grows faster than N: above this many samples,
+        :func:`compute` runs it on a seeded, stratified subset of this size (the rule is
+        in :mod:`probes._subsample`) and records the size in ``Measurement.n_used``.
+        None: always every sample.
     """
 
     name: str
@@ -55,6 +61,7 @@ class Probe:
     label: str
     unit: str
     spread: Callable[..., tuple[float, float]] | None = None
+    max_samples: int | None = None
 
     def missing(self, inputs: dict) -> list[str]:
         """The inputs this probe needs that ``inputs`` lacks (absent or ``None``), in order."""
@@ -63,13 +70,18 @@ class Probe:
 
 @dataclass(frozen=True)
 class Measurement:
-    """The value of one probe on one model, and its spread when the probe gives one."""
+    """The value of one probe on one model, and its spread when the probe gives one.
+
+    ``n_used`` is the number of samples it was computed on when that is a subset (the
+    probe's ``max_samples``), None when every sample was used.
+    """
 
     value: float
     spread: float | None = None
+    n_used: int | None = None
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "spread": self.spread}
+        return {"value": self.value, "spread": self.spread, "n_used": self.n_used}
 
 
 PROBES: dict[str, Probe] = {}
@@ -90,6 +102,11 @@ def register(probe: Probe) -> Probe:
         raise ProbeError(
             f"probe {probe.name!r}: needs {probe.needs!r} must be a non-empty subset of "
             f"{INPUTS!r}; unknown: {unknown!r}."
+        )
+    cap = probe.max_samples
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 2):
+        raise ProbeError(
+            f"probe {probe.name!r}: max_samples {cap!r} must be an integer >= 2 or None."
         )
     if len(probe.label) > MAX_LABEL_CHARS:
         raise ProbeError(
@@ -118,7 +135,9 @@ def compute(probe: Probe | str, **inputs: object) -> Measurement:
     """Run ``probe`` on the inputs it needs, taken by name from ``inputs``.
 
     Inputs the probe does not need are ignored; an input given as ``None`` counts as
-    missing (e.g. no source head).
+    missing (e.g. no source head). A probe with ``max_samples`` runs on a seeded,
+    stratified subset of that many samples when there are more (see
+    :mod:`probes._subsample`); the Measurement's ``n_used`` then says how many.
 
     Raises
     ------
@@ -133,8 +152,11 @@ def compute(probe: Probe | str, **inputs: object) -> Measurement:
             f"probe {probe.name!r} needs {', '.join(missing)}, which was not given; "
             f"it takes {', '.join(probe.needs)}."
         )
-    kwargs = {need: inputs[need] for need in probe.needs}
+    if probe.max_samples is None:
+        kwargs, n_used = {need: inputs[need] for need in probe.needs}, None
+    else:
+        kwargs, n_used = sample_inputs(probe.needs, inputs, probe.max_samples)
     if probe.spread is not None:
         value, spread = probe.spread(**kwargs)
-        return Measurement(value=float(value), spread=float(spread))
-    return Measurement(value=float(probe.func(**kwargs)))
+        return Measurement(value=float(value), spread=float(spread), n_used=n_used)
+    return Measurement(value=float(probe.func(**kwargs)), n_used=n_used)

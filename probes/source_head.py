@@ -7,6 +7,11 @@ import numpy as np
 from probes._checks import ProbeError, check_source_probs
 from probes.registry import Probe, register
 
+# The checks and the per-sample terms work on float64 copies of the (N, Cs) softmax, a few
+# times its size: above this many samples, a seeded stratified subset (probes._subsample)
+# bounds that memory (~0.8 GB at Cs = 1000).
+MAX_SAMPLES = 20_000
+
 _REFERENCE = (
     "Hendrycks & Gimpel, A Baseline for Detecting Misclassified and Out-of-Distribution "
     "Examples, ICLR 2017"
@@ -104,6 +109,7 @@ register(
         reference=_REFERENCE,
         label="src conf",
         unit="fraction",
+        max_samples=MAX_SAMPLES,
     )
 )
 
@@ -118,5 +124,6 @@ register(
         reference=_REFERENCE,
         label="src entr",
         unit="fraction",
+        max_samples=MAX_SAMPLES,
     )
 )

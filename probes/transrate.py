@@ -78,12 +78,14 @@ def transrate(
         raise ProbeError(f"eps: expected a finite positive number, got {eps!r}.")
     # Work on F / scale and carry the scale in eps (as log eps), so that neither squares
     # of large features overflow nor the normalisation needs a second pass.
-    peak = float(np.max(np.abs(f)))
-    z = centre(unit_peak(f))
+    peak = max(float(f.max()), -float(f.min()))  # max |f| without an |f| copy
+    f = unit_peak(f)  # rebound, so that the validated copy is freed before centring
+    z = centre(f)
+    del f
     if not z.any():
         return 0.0
     if normalise:
-        z = z / np.sqrt(np.mean(np.einsum("ij,ij->i", z, z)))
+        z /= np.sqrt(np.mean(np.einsum("ij,ij->i", z, z)))  # z is centre's own copy
         log_eps = np.log(eps)
     else:
         log_eps = np.log(eps) - 2.0 * np.log(peak)

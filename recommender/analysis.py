@@ -44,6 +44,12 @@ class ProbeResult:
     per_block: bool
     values: tuple[Measurement | None, ...]  # one per block, or a single entry
     errors: tuple[str | None, ...]
+    n_samples: int | None = None  # the images the probes saw; a capped probe used fewer
+
+    @property
+    def n_used(self) -> tuple[int | None, ...]:
+        """Samples each value was computed on where that is a subset, else None."""
+        return tuple(m.n_used if m else None for m in self.values)
 
     @property
     def summary(self) -> Measurement | None:
@@ -56,6 +62,7 @@ class ProbeResult:
             "values": [m.value if m else None for m in self.values],
             "spread": [m.spread if m else None for m in self.values],
             "errors": list(self.errors),
+            "n_used": list(self.n_used),
         }
 
 
@@ -138,14 +145,15 @@ def run_probes(
         once = _measure([p.name for p in registered if p.name not in per_block],
                         {"source_probs": features.source_probs, "labels": labels})
     results = []
+    n_samples = len(labels)
     for probe in registered:
         if probe.name in per_block:
             cells = [column[probe.name] for column in columns]
             results.append(ProbeResult(probe.name, True, tuple(c[0] for c in cells),
-                                       tuple(c[1] for c in cells)))
+                                       tuple(c[1] for c in cells), n_samples))
         else:
             value, error = once[probe.name]
-            results.append(ProbeResult(probe.name, False, (value,), (error,)))
+            results.append(ProbeResult(probe.name, False, (value,), (error,), n_samples))
     return results
 
 
@@ -279,7 +287,8 @@ class Analysis:
             "random_init_images": self.random_init_images,
             "consecutive_cka": list(self.consecutive_cka),
             "probes": [{"name": p.name, "per_block": p.per_block, "errors": list(p.errors),
-                        "values": [m.to_dict() if m is not None else None for m in p.values]}
+                        "values": [m.to_dict() if m is not None else None for m in p.values],
+                        "n_samples": p.n_samples}
                        for p in self.probes],
         }
 
@@ -288,7 +297,7 @@ class Analysis:
         results = tuple(
             ProbeResult(p["name"], bool(p["per_block"]),
                         tuple(Measurement(**m) if m is not None else None for m in p["values"]),
-                        tuple(p["errors"]))
+                        tuple(p["errors"]), p["n_samples"])
             for p in doc["probes"])
         return cls(doc["model"], tuple(doc["blocks"]), tuple(int(d) for d in doc["dims"]),
                    results, int(doc["random_init_images"]),

@@ -409,6 +409,9 @@ def _print_measures(result: Result, out: Console, explain: bool) -> None:
         out.print(Text(f"The random-init twin saw {twin} of the {images} images (a fixed, "
                        "seeded subset): the pre-training gain and CKA rand compare both "
                        "networks on those.", style="dim"))
+    note = subset_note(result.probes, registry)
+    if note:
+        out.print(Text(note, style="dim"))
     once = [p for p in result.probes if not p.per_block]
     if once:
         cells = [f"{_label(registry[p.name])} {_fmt(p.summary)}" for p in once]
@@ -436,6 +439,24 @@ def _print_measures(result: Result, out: Console, explain: bool) -> None:
             at = f" at {', '.join(where)}" if where else ""
             out.print(Text(f"  {_label(probe)} unavailable{at}: "
                            f"{error.removeprefix('unavailable: ')}", style="yellow"))
+
+
+def subset_note(results, registry) -> str:
+    """One line naming the probes computed on a subset of the images (their
+    ``max_samples``), e.g. "kNN acc and probe acc computed on a stratified subset of 20,000
+    of 100,000 images (seed 0)"; empty when every probe saw every image."""
+    by_size: dict[tuple[int, int | None], list[str]] = {}
+    for p in results:
+        used = {n for n in p.n_used if n is not None}
+        for n in sorted(used):
+            by_size.setdefault((n, p.n_samples), []).append(registry[p.name].label)
+    parts = []
+    for (n, total), labels in sorted(by_size.items()):
+        names = labels[0] if len(labels) == 1 else f"{', '.join(labels[:-1])} and {labels[-1]}"
+        of = f" of {total:,}" if total else ""
+        parts.append(f"{names} computed on a stratified subset of {n:,}{of} images "
+                     f"(seed {probes.SUBSAMPLE_SEED})")
+    return "; ".join(parts)
 
 
 def _width(columns: list[tuple[str, list[str]]]) -> int:

@@ -448,8 +448,8 @@ def test_compute_treats_none_as_a_missing_input():
         compute("leep", source_probs=None, **inputs)
 
 
-def test_measurement_to_dict_holds_value_and_spread():
-    assert Measurement(0.5, 0.1).to_dict() == {"value": 0.5, "spread": 0.1}
+def test_measurement_to_dict_holds_value_spread_and_samples_used():
+    assert Measurement(0.5, 0.1).to_dict() == {"value": 0.5, "spread": 0.1, "n_used": None}
 
 
 def test_importing_probes_does_no_heavy_work():
