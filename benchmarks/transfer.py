@@ -169,25 +169,27 @@ def append(path: Path, row: Mapping[str, Any]) -> None:
 
 
 def run_key(row: Mapping[str, Any]) -> tuple:
-    return (row["dataset"], row["setting"], row["seed"], json.dumps(row["budget"], sort_keys=True),
-            row["device"], row["threads"])
+    return (row["dataset"], row.get("backbone", DEFAULT_BACKBONE), row["setting"], row["seed"],
+            json.dumps(row["budget"], sort_keys=True), row["device"], row["threads"])
 
 
 # --- one dataset -----------------------------------------------------------------------------
 
 def analyse(root: Path, device: str, backbone) -> dict[str, Any]:
     """What ``nbtl-recommend`` measures on the training folder (the probes never see test);
-    ``backbone`` (the default one) gives the blocks and the weights' identity."""
+    ``backbone`` gives the model, the blocks and the weights' identity."""
     import recommender
     from recommender.analysis import block_profile
 
-    result = recommender.recommend(root, device=device)
+    model = None if backbone.name == DEFAULT_BACKBONE else backbone.name
+    result = recommender.recommend(root, device=device, model=model)
     return {"measures": result.summary_measures(), "profile": block_profile(result.probes),
             "blocks": [{"name": b.name, "modules": list(b.modules)} for b in backbone.blocks],
             "head_modules": list(backbone.head_modules),
             "num_images": len(result.dataset.samples),
             "num_classes": len(result.dataset.classes), "weights": backbone.weights_id,
-            "seconds": round(sum(v for k, v in result.timings.items() if k != "total_s"), 1)}
+            "seconds": round(sum(v for k, v in result.timings.items() if k != "total_s"), 1),
+            "num_params": result.model["num_params"]}
 
 
 def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str]:
@@ -202,7 +204,7 @@ def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str
 def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int, threads: int,
                 device: str, top: int, grid: bool, confirm: bool,
                 extra: Sequence[Mapping[str, Any]] = (), stage: str = "all",
-                shard: tuple[int, int] = (0, 1)) -> None:
+                shard: tuple[int, int] = (0, 1), backbone_name: str | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -217,20 +219,23 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     from recommender.models.features import resolve_device
 
     device = resolve_device(device)
-    backbone = load_backbone(None, None)
+    bname = backbone_name or DEFAULT_BACKBONE
+    backbone = load_backbone(None if bname == DEFAULT_BACKBONE else bname, None)
+    tag = {} if bname == DEFAULT_BACKBONE else {"backbone": bname}  # old rows: the default
     rows = read_results(results)
     analysis = next((r["analysis"] for r in rows if r.get("kind") == "analysis"
-                     and r["dataset"] == name), None)
+                     and r["dataset"] == name
+                     and r.get("backbone", DEFAULT_BACKBONE) == bname), None)
     if analysis is None:
-        print(f"{name}: analysing {root / 'train'}", flush=True)
+        print(f"{name}: analysing {root / 'train'} with {bname}", flush=True)
         analysis = analyse(root, device, backbone)
-        append(results, {"kind": "analysis", "dataset": name, "analysis": analysis})
+        append(results, {"kind": "analysis", "dataset": name, **tag, "analysis": analysis})
     rec_hp = recommend_from(analysis).hyperparameters
     budget = Budget.for_recommendation(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
     split = split_from_folders(parts, GRID_SEED)
     data = None
-    base_row = {"kind": "run", "dataset": name, "budget": budget.to_dict(), "device": device,
+    base_row = {"kind": "run", "dataset": name, **tag, "budget": budget.to_dict(), "device": device,
                 "threads": threads, "n_train": int(split.train.size),
                 "n_val": int(split.val.size), "n_test": int(split.test.size)}
     settings = {"default": default_hyperparameters(rec_hp),
@@ -268,11 +273,15 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
                "diverged": diverged, "seconds": round(time.perf_counter() - start, 1),
                "hyperparameters": plain_hp(hp)}
         append(results, row)
-        print(f"{name}: {setting} seed {seed}: test {test:.3f} (val {val:.3f}) "
+        print(f"{name}: {bname} {setting} seed {seed}: test {test:.3f} (val {val:.3f}) "
               f"{row['seconds']:.0f} s", flush=True)
         return row
 
     rec = recommended_id(rec_hp)
+    if stage == "default":  # the binary default on the fresh seeds only (ranking backbones)
+        for seed in CONFIRM_SEEDS:
+            ensure("default", seed)
+        return
     if not grid and not confirm:  # --stage extra / pair: no grid, these settings on every seed
         for seed in (GRID_SEED, *CONFIRM_SEEDS):
             for setting in (extra_ids if stage == "extra" else ["default", rec, *extra_ids]):
@@ -298,6 +307,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
 # The binary default is a grid cell: all transferred, L2 1e-4 everywhere, one lr 0.01. It is
 # run once, as "default" (recommender.finetune.compare.default_hyperparameters), and stands for it.
 DEFAULT_CELL = cell_id(0, "l2", "one", 0.01)
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # recommender.models.backbones.DEFAULT_MODEL
 
 
 # --- the command line ------------------------------------------------------------------------
@@ -319,7 +329,7 @@ def run_main(args: argparse.Namespace) -> int:
     common = ["--data", str(args.data), "--results", str(args.results), "--epochs",
               str(args.epochs), "--size", str(args.size), "--threads", str(args.threads),
               "--device", args.device, "--top", str(args.top), "--stage", args.stage,
-              "--shard", f"{args.shard[0]}/{args.shard[1]}"]
+              "--shard", f"{args.shard[0]}/{args.shard[1]}", "--backbone", args.backbone]
     if args.extra:
         common += ["--extra", str(args.extra)]
     if args.jobs > 1 and len(present) > 1:  # one child process per dataset, args.jobs at once
@@ -341,7 +351,8 @@ def run_main(args: argparse.Namespace) -> int:
         run_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
                     threads=args.threads, device=args.device, top=args.top,
                     grid=args.stage in ("grid", "all"), confirm=args.stage in ("confirm", "all"),
-                    extra=extra.get(n, ()), stage=args.stage, shard=args.shard)
+                    extra=extra.get(n, ()), stage=args.stage, shard=args.shard,
+                    backbone_name=args.backbone)
     return 0
 
 
@@ -376,9 +387,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--top", type=int, default=TOP, help="grid cells re-run on fresh seeds")
     run.add_argument("--stage", default="all",
-                     choices=("grid", "confirm", "all", "extra", "pair"),
+                     choices=("grid", "confirm", "all", "extra", "pair", "default"),
                      help="extra: only the --extra settings, on every seed; pair: the default "
-                          "and the recommendation (and --extra) on every seed, no grid")
+                          "and the recommendation (and --extra) on every seed, no grid; "
+                          "default: only the binary default on the fresh seeds 1-3 (for "
+                          "ranking backbones, benchmarks/ranking.py)")
+    run.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                     help="timm name of the pre-trained backbone (tf_efficientnet_lite0/1/2 "
+                          "load offline from their packages); rows of another backbone than "
+                          "the default carry its name")
     run.add_argument("--extra", type=Path, default=None,
                      help="JSON {dataset: [hyperparameters or {name, hyperparameters}, ...]} "
                           "of more settings to run on every seed (e.g. written by "

@@ -28,7 +28,7 @@ from recommender.finetune.scratch import SCRATCH_IMAGE_SIZE, ScratchResult, scra
 from recommender.models.backbones import load_backbone
 from recommender.models.features import extract_features, resolve_device
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 Progress = Callable[[str, int, str], Callable[[int], None]]
 
@@ -137,7 +137,18 @@ def recommend(
     say("Scanning the dataset")
     dataset, split, own_split = _scan(Path(path), options)
     timings["scan_s"] = time.perf_counter() - start
+    return analyse_scanned(dataset, split, own_split, options, device, say=say,
+                           progress=progress, timings=timings, start=start)
 
+
+def analyse_scanned(
+    dataset: Dataset, split: DataSplit | None, own_split: bool, options: Options, device: str,
+    *, say: Callable[[str], None], progress: Progress | None, timings: dict[str, float],
+    start: float,
+) -> Result:
+    """Everything after the scan, for one backbone (``options.model``/``options.weights``):
+    what :func:`recommend` does once and :func:`recommender.ranking.rank` once per model on
+    the same scanned dataset."""
     say("Loading the backbone")
     mark = time.perf_counter()
     backbone = load_backbone(options.model, options.weights, image_size=options.image_size,
@@ -245,6 +256,14 @@ def _refuse_cache_inside(dataset: Path) -> None:
         raise UsageError(f"The cache folder {cache} is inside the dataset folder {dataset}.",
                          "nbtl never writes into a dataset folder; set NBTL_CACHE_DIR to a "
                          "folder outside it, or pass --no-cache.")
+
+
+def scan(path: Path, options: Options) -> tuple[Dataset, DataSplit | None, bool]:
+    """The dataset the probes see, the split to fine-tune on, whether it is the user's own
+    split (see :func:`_scan`), after the checks :func:`recommend` makes before any work."""
+    if options.use_cache:
+        _refuse_cache_inside(path)
+    return _scan(path, options)
 
 
 def _scan(path: Path, options: Options) -> tuple[Dataset, DataSplit | None, bool]:
