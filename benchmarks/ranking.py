@@ -112,25 +112,42 @@ def dataset_table(name: str, models: Mapping[str, Mapping[str, Any]]) -> tuple[l
               + f"; best fine-tuned: {short(names[0])}. "
               + (f"Within seed noise (paired over the 3 seeds, difference within {NOISE_SE:g} "
                  f"standard errors): {'; '.join(ties)}." if ties else
-                 "No two models tie within seed noise."), ""]
+                 "No two models tie within seed noise.")
+              + (" **Every pair ties within seed noise: the fine-tuned order is noise, and so "
+                 "are the tau values.**" if all_tie(models) else ""), ""]
     return lines, taus
+
+
+def all_tie(models: Mapping[str, Mapping[str, Any]]) -> bool:
+    names = list(models)
+    return all(tie_within_noise(models[a]["tests"], models[b]["tests"])
+               for i, a in enumerate(names) for b in names[i + 1:])
 
 
 def section(results: Path) -> str:
     data = collect(read_results(results))
     lines = [BEGIN, ""]
     all_taus: dict[str, list[float]] = defaultdict(list)
+    separable: dict[str, list[float]] = defaultdict(list)
     complete = {d: m for d, m in data.items() if len(m) >= 3}
     for name in sorted(complete):
         table, taus = dataset_table(name, complete[name])
         lines += table
         for key, tau in taus.items():
             all_taus[key].append(tau)
+            if not all_tie(complete[name]):
+                separable[key].append(tau)
+
+    def summary(taus: Mapping[str, list[float]]) -> str:
+        return ", ".join(f"{label} {np.mean(taus[key]):+.2f} over {len(taus[key])} "
+                         f"(range {min(taus[key]):+.2f} to {max(taus[key]):+.2f})"
+                         for key, _, label in MEASURES if key in taus)
+
     if all_taus:
-        lines += [f"**Over the {len(complete)} datasets**, mean weighted Kendall tau: "
-                  + ", ".join(f"{label} {np.mean(all_taus[key]):+.2f} (range "
-                              f"{min(all_taus[key]):+.2f} to {max(all_taus[key]):+.2f})"
-                              for key, _, label in MEASURES if key in all_taus) + ".", ""]
+        lines += [f"**Over the {len(complete)} datasets**, mean weighted Kendall tau (over the "
+                  "datasets where the measure is not equal for every model): "
+                  + summary(all_taus) + ". Over the datasets where not every pair of models "
+                  "ties within seed noise: " + (summary(separable) or "none") + ".", ""]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
