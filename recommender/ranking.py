@@ -33,8 +33,8 @@ WHY = {
              "2022), needs no hyperparameter and has no fold noise.",
     "linear_probe": "linear-probe accuracy (cross-validated logistic regression): what a "
                     "frozen backbone reaches with a trained head; its fold spread is the noise.",
-    "knn": "k-nearest-neighbour accuracy (cross-validated): how well the classes cluster "
-           "in the feature space; its fold spread is the noise.",
+    "knn": "k-nearest-neighbour accuracy (leave-one-out): how well the classes cluster "
+           "in the feature space; no noise estimate.",
     "h_score": "H-score (Bao et al. 2019): the ratio of between-class to total feature "
                "covariance, a fast score with no noise estimate.",
 }
@@ -130,8 +130,8 @@ class Ranking:
 
 
 TIE_RULE = ("neighbours tie when their values differ by no more than the larger of their "
-            "fold spreads (linear probe, kNN); LogME and H-score have no noise estimate, so "
-            "only equal values tie")
+            "fold spreads (the linear probe has one); LogME, kNN and H-score have no noise "
+            "estimate, so only equal values tie")
 
 
 def parse_models(models: Sequence[str] | str | None) -> list[str | None]:
