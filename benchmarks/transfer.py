@@ -69,6 +69,7 @@ L2_WEIGHT = 1e-4  # the binary default's weight decay, for every cell
 SCRATCH = {"optimizer": "adamw", "lr": 1e-3}  # as recommender.finetune.scratch: SGD diverged
 GRID_SEED = 0
 CONFIRM_SEEDS = (1, 2, 3)
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # recommender.models.backbones.DEFAULT_MODEL
 TOP = 2
 NOISE_SE = 2.0  # "within noise": a paired difference within 2 standard errors of zero
 
@@ -180,25 +181,27 @@ def append(path: Path, row: Mapping[str, Any]) -> None:
 
 
 def run_key(row: Mapping[str, Any]) -> tuple:
-    return (row["dataset"], row["setting"], row["seed"], json.dumps(row["budget"], sort_keys=True),
-            row["device"], row["threads"])
+    return (row["dataset"], row.get("backbone", DEFAULT_BACKBONE), row["setting"], row["seed"],
+            json.dumps(row["budget"], sort_keys=True), row["device"], row["threads"])
 
 
 # --- one dataset -----------------------------------------------------------------------------
 
 def analyse(root: Path, device: str, backbone) -> dict[str, Any]:
     """What ``nbtl-recommend`` measures on the training folder (the probes never see test);
-    ``backbone`` (the default one) gives the blocks and the weights' identity."""
+    ``backbone`` gives the model, the blocks and the weights' identity."""
     import recommender
     from recommender.analysis import block_profile
 
-    result = recommender.recommend(root, device=device)
+    model = None if backbone.name == DEFAULT_BACKBONE else backbone.name
+    result = recommender.recommend(root, device=device, model=model)
     return {"measures": result.summary_measures(), "profile": block_profile(result.probes),
             "blocks": [{"name": b.name, "modules": list(b.modules)} for b in backbone.blocks],
             "head_modules": list(backbone.head_modules),
             "num_images": len(result.dataset.samples),
             "num_classes": len(result.dataset.classes), "weights": backbone.weights_id,
-            "seconds": round(sum(v for k, v in result.timings.items() if k != "total_s"), 1)}
+            "seconds": round(sum(v for k, v in result.timings.items() if k != "total_s"), 1),
+            "num_params": result.model["num_params"]}
 
 
 def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str]:
@@ -213,7 +216,7 @@ def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str
 def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int, threads: int,
                 device: str, top: int, grid: bool, confirm: bool,
                 extra: Sequence[Mapping[str, Any]] = (), stage: str = "all",
-                storage: str | None = None) -> None:
+                storage: str | None = None, backbone_name: str | None = None) -> None:
     """The main process for one dataset: analyse it (once), queue its runs as trials of the
     study ``study_name(...)`` in ``storage`` (default: a journal file next to ``results``),
     work on them with any workers (:func:`work_dataset`), then queue the confirmations on
@@ -230,19 +233,23 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     from recommender.models.features import resolve_device
 
     device = resolve_device(device)
-    backbone = load_backbone(None, None)
+    bname = backbone_name or DEFAULT_BACKBONE
+    backbone = load_backbone(None if bname == DEFAULT_BACKBONE else bname, None)
+    tag = {} if bname == DEFAULT_BACKBONE else {"backbone": bname}  # old rows: the default
     rows = read_results(results)
     analysis = next((r["analysis"] for r in rows if r.get("kind") == "analysis"
-                     and r["dataset"] == name), None)
+                     and r["dataset"] == name
+                     and r.get("backbone", DEFAULT_BACKBONE) == bname), None)
     if analysis is None:
-        print(f"{name}: analysing {root / 'train'}", flush=True)
+        print(f"{name}: analysing {root / 'train'} with {bname}", flush=True)
         analysis = analyse(root, device, backbone)
-        append(results, {"kind": "analysis", "dataset": name, "analysis": analysis})
+        append(results, {"kind": "analysis", "dataset": name, **tag, "analysis": analysis})
     rec_hp = recommend_from(analysis).hyperparameters
     budget = Budget.for_recommendation(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
     split = split_from_folders(parts, GRID_SEED)
-    base_row = {"kind": "run", "dataset": name, "budget": budget.to_dict(), "device": device,
+    base_row = {"kind": "run", "dataset": name, **tag, "budget": budget.to_dict(),
+                "device": device,
                 "threads": threads, "n_train": int(split.train.size),
                 "n_val": int(split.val.size), "n_test": int(split.test.size)}
     settings = {"default": default_hyperparameters(rec_hp),
@@ -261,7 +268,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
             cell_hyperparameters(analysis, setting)
 
     queue = Queue.open(storage or default_storage(results),
-                       study_name(name, epochs, size, device, threads), create=True)
+                       study_name(name, epochs, size, device, threads, bname), create=True)
     queue.publish(base_row)
     worker = Worker(name, root, results, queue, backbone=backbone, split=split, budget=budget,
                     base_row=base_row, device=device)
@@ -280,6 +287,10 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         return {u: done.get(u) or found[u] for u in units}
 
     rec = recommended_id(rec_hp)
+    if stage == "default":  # the binary default on the fresh seeds only (ranking backbones)
+        run_all([("default", seed) for seed in CONFIRM_SEEDS])
+        queue.close_round()
+        return
     if not grid and not confirm:  # --stage extra / pair: no grid, these settings on every seed
         run_all([(setting, seed) for seed in (GRID_SEED, *CONFIRM_SEEDS)
                  for setting in (extra_ids if stage == "extra" else ["default", rec,
@@ -308,9 +319,12 @@ def default_storage(results: Path) -> str:
     return str(results.with_suffix(".journal"))
 
 
-def study_name(dataset: str, epochs: int, size: int, device: str, threads: int) -> str:
-    """One study per dataset and budget (the run key's budget part)."""
-    return f"transfer-{dataset}-e{epochs}-s{size}-{device.split(':')[0]}-t{threads}"
+def study_name(dataset: str, epochs: int, size: int, device: str, threads: int,
+               backbone: str = "") -> str:
+    """One study per dataset, backbone and budget (the run key's budget part); the default
+    backbone's name is left out (the studies made before backbones were a choice)."""
+    model = "" if backbone in ("", DEFAULT_BACKBONE) else f"-{backbone}"
+    return f"transfer-{dataset}{model}-e{epochs}-s{size}-{device.split(':')[0]}-t{threads}"
 
 
 class Queue:
@@ -476,7 +490,7 @@ def export(results: Path, rows) -> None:
 
 def work_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
                  threads: int, device: str, storage: str | None, wait_s: float = 3600.0,
-                 ) -> None:
+                 backbone_name: str | None = None) -> None:
     """A worker (``run --role worker``) on one dataset: waits for the main process to queue
     its runs, then trains them until the main process closes the round."""
     import torch
@@ -489,7 +503,8 @@ def work_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int
     from recommender.models.features import resolve_device
 
     device = resolve_device(device)
-    name_ = study_name(name, epochs, size, device, threads)
+    bname = backbone_name or DEFAULT_BACKBONE
+    name_ = study_name(name, epochs, size, device, threads, bname)
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -505,7 +520,8 @@ def work_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int
     base_row = queue.study.user_attrs["base_row"]
     fields = {k: v for k, v in base_row["budget"].items() if k != "augmentation"}
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
-    worker = Worker(name, root, results, queue, backbone=load_backbone(None, None),
+    backbone = load_backbone(None if bname == DEFAULT_BACKBONE else bname, None)
+    worker = Worker(name, root, results, queue, backbone=backbone,
                     split=split_from_folders(parts, GRID_SEED), budget=Budget(**fields),
                     base_row=base_row, device=device)
     worker.work(until=lambda: queue.study.user_attrs.get("round_done") is True
@@ -536,14 +552,15 @@ def run_main(args: argparse.Namespace) -> int:
     if args.role == "worker":
         for n in present:
             work_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
-                         threads=args.threads, device=args.device, storage=args.storage)
+                         threads=args.threads, device=args.device, storage=args.storage,
+                         backbone_name=args.backbone)
         return 0
     helpers = []
     if args.jobs > 1:  # --jobs N: this process and N-1 local workers on the same queue
         command = [sys.executable, __file__, "run", "--role", "worker", "--data",
                    str(args.data), "--results", str(args.results), "--only", ",".join(present),
                    "--epochs", str(args.epochs), "--size", str(args.size), "--threads",
-                   str(args.threads), "--device", args.device]
+                   str(args.threads), "--device", args.device, "--backbone", args.backbone]
         if args.storage:
             command += ["--storage", args.storage]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
@@ -554,7 +571,7 @@ def run_main(args: argparse.Namespace) -> int:
                         threads=args.threads, device=args.device, top=args.top,
                         grid=args.stage in ("grid", "all"),
                         confirm=args.stage in ("confirm", "all"), extra=extra.get(n, ()),
-                        stage=args.stage, storage=args.storage)
+                        stage=args.stage, storage=args.storage, backbone_name=args.backbone)
     finally:
         failed = sum(p.wait() != 0 for p in helpers)
     return 1 if failed else 0
@@ -586,9 +603,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--top", type=int, default=TOP, help="grid cells re-run on fresh seeds")
     run.add_argument("--stage", default="all",
-                     choices=("grid", "confirm", "all", "extra", "pair"),
+                     choices=("grid", "confirm", "all", "extra", "pair", "default"),
                      help="extra: only the --extra settings, on every seed; pair: the default "
-                          "and the recommendation (and --extra) on every seed, no grid")
+                          "and the recommendation (and --extra) on every seed, no grid; "
+                          "default: only the binary default on the fresh seeds 1-3 (for "
+                          "ranking backbones, benchmarks/ranking.py)")
+    run.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                     help="timm name of the pre-trained backbone (tf_efficientnet_lite0/1/2 "
+                          "load offline from their packages); rows of another backbone than "
+                          "the default carry its name")
     run.add_argument("--extra", type=Path, default=None,
                      help="JSON {dataset: [hyperparameters or {name, hyperparameters}, ...]} "
                           "of more settings to run on every seed (e.g. written by "

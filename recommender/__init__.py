@@ -6,6 +6,8 @@ The Python API::
     result = recommender.recommend("data/fashion-mnist-sample")
     result.recommendation.to_dict()["hyperparameters"]
     result.to_dict()          # the JSON document of ``nbtl-recommend --json``
+    ranking = recommender.rank("data/fashion-mnist-sample",
+                               models=["tf_efficientnet_lite0", "tf_efficientnet_lite1"])
     applied = recommender.apply_recommendation(model, result)  # a head for its classes
     saved = recommender.load_recommendation("rec.json")  # from nbtl-recommend --json
     moved = recommender.block_similarity(model, finetuned, test_images)  # CKA per block
@@ -31,6 +33,8 @@ _EXPORTS = {
     "recommend": "recommender.pipeline",
     "Result": "recommender.pipeline",
     "SCHEMA_VERSION": "recommender.pipeline",
+    "rank": "recommender.ranking",
+    "Ranking": "recommender.ranking",
     "Options": "recommender.config",
     "ValidationOptions": "recommender.config",
     "SearchOptions": "recommender.config",

@@ -35,6 +35,15 @@ class Role(str, Enum):
     worker = "worker"
 
 
+class RankBy(str, Enum):
+    """``--rank-by``: :data:`recommender.ranking.CRITERIA`."""
+
+    logme = "logme"
+    linear_probe = "linear_probe"
+    knn = "knn"
+    h_score = "h_score"
+
+
 class Emit(str, Enum):
     """``--emit``: the recommendation as input for the user's own trainer
     (:data:`recommender.export.EMIT_KINDS`)."""
@@ -50,12 +59,24 @@ def recommend_command(
              "--labels paths are relative to.", show_default=False)] = None,
     labels: Annotated[Path | None, typer.Option(
         "--labels", help="CSV with columns path,label (paths relative to PATH).")] = None,
-    model: Annotated[str | None, typer.Option(
+    model: Annotated[list[str] | None, typer.Option(
         "--model", help="timm model name; pre-trained weights from your hub or cache "
-                        "(default: embedded tf_efficientnet_lite0 ImageNet weights).")] = None,
-    weights: Annotated[Path | None, typer.Option(
-        "--weights", help="Local weights file (.safetensors, or a torch state dict loaded "
-                          "with weights_only=True) for --model (or the default).")] = None,
+                        "(default: embedded tf_efficientnet_lite0 ImageNet weights; "
+                        "tf_efficientnet_lite1/2 load offline from their packages). Repeat it "
+                        "(or give a comma list) to rank several models on the same images.")]
+        = None,
+    weights: Annotated[list[str] | None, typer.Option(
+        "--weights", metavar="PATH|NAME=PATH",
+        help="Local weights file (.safetensors, or a torch state dict loaded with "
+             "weights_only=True) for --model (or the default); with several models, "
+             "NAME=PATH for each model that needs one (repeatable).")] = None,
+    rank_by: Annotated[RankBy, typer.Option(
+        "--rank-by", help="With several --model: the measure at the penultimate block that "
+                          "ranks them (LogME: the literature's strongest single score).")]
+        = RankBy.logme,
+    recommend_all: Annotated[bool, typer.Option(
+        "--recommend-all", help="With several --model: show the recommendation of every "
+                                "model, not only the top one.")] = False,
     image_size: Annotated[int | None, typer.Option(
         "--image-size", help="Input resolution in pixels (default: the model's own).")] = None,
     max_per_class: Annotated[int | None, typer.Option(
@@ -171,8 +192,22 @@ def recommend_command(
         raise UsageError(f"--device {device} is not one of auto, cpu, cuda, cuda:K.",
                          "E.g. --device cuda:1 for the second GPU.")
     overrides = _parse_overrides(set_values or [])
+    from recommender.ranking import pair_weights, parse_models
+
+    models = parse_models(model)
+    files = pair_weights(models, weights)
+    if len(models) > 1:
+        return _rank_command(
+            path, models, files, rank_by.value, recommend_all, json_out=json_out, emit=emit,
+            explain=explain, quiet=quiet, search_db=search_db,
+            options=dict(labels_csv=labels, image_size=image_size, max_per_class=max_per_class,
+                         seed=seed, batch_size=batch_size, workers=workers,
+                         device=device.value, use_cache=not no_cache, offline=offline,
+                         scratch=scratch, scratch_epochs=scratch_epochs, overrides=overrides,
+                         validate=validate, search=search))
     options = Options.from_kwargs(
-        labels_csv=labels, model=model, weights=weights, image_size=image_size,
+        labels_csv=labels, model=models[0], weights=files.get(models[0]),
+        image_size=image_size,
         max_per_class=max_per_class, seed=seed, batch_size=batch_size, workers=workers,
         device=device, use_cache=not no_cache, offline=offline, scratch=scratch,
         scratch_epochs=scratch_epochs, overrides=overrides, validate=validate,
@@ -222,6 +257,44 @@ def recommend_command(
         sys.stdout.write(_document(result))
     for what in written:
         err.print(report.printable(f"Wrote {what}."), markup=False, soft_wrap=True)
+
+
+def _rank_command(path: Path, models, files, rank_by: str, recommend_all: bool, *,
+                  json_out: str | None, emit: Emit | None, explain: bool, quiet: bool,
+                  search_db: Path | None, options: dict) -> None:
+    """Several ``--model``: rank them (:func:`recommender.ranking.rank`), report the table and
+    the top model's recommendation (every model's with ``--recommend-all``)."""
+    from recommender.ranking import rank
+
+    if options["validate"] or options["search"] or search_db is not None:
+        raise UsageError("--validate and --search fine-tune one model, not a ranking.",
+                         "Rank first, then run nbtl-recommend PATH --model TOP --validate.")
+    json_to_stdout = json_out == "-"
+    json_file = Path(json_out) if json_out and not json_to_stdout else None
+    out = report.console(stderr=json_to_stdout or emit is not None)
+    err = report.console(stderr=True, quiet=quiet)
+    if json_file is not None:
+        _refuse_inside(json_file, path, "--json")
+        _check_writable(json_file)
+    del options["validate"], options["search"]
+    ranking = rank(path, models, weights=files, rank_by=rank_by, recommend_all=recommend_all,
+                   on_stage=None if quiet else report.stage_printer(err),
+                   progress=None if quiet else report.progress_factory(err), **options)
+    document = json.dumps(ranking.to_dict(), indent=2, allow_nan=False) + "\n"
+    if json_file is not None:
+        json_file.write_text(document, encoding="utf-8")
+    if emit is not None:
+        from recommender.export import emit as export
+
+        sys.stdout.write(export(ranking.top.result, emit.value))
+        sys.stdout.flush()
+    if not quiet:
+        report.print_ranking(ranking, out, explain=explain)
+    if json_to_stdout:
+        sys.stdout.write(document)
+    if json_file is not None:
+        err.print(report.printable(f"Wrote the JSON to {json_file}."), markup=False,
+                  soft_wrap=True)
 
 
 def _parse_overrides(texts: list[str]) -> dict[str, object]:

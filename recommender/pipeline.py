@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from recommender.finetune.scratch import ScratchResult
     from recommender.models.backbones import Backbone
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 Progress = Callable[[str, int, str], Callable[[int], None]]
 
@@ -162,7 +162,19 @@ def recommend(
     say("Scanning the dataset")
     dataset, split, own_split = _scan(Path(path), options)
     timings["scan_s"] = time.perf_counter() - start
+    return analyse_scanned(dataset, split, own_split, options, device, say=say,
+                           progress=progress, timings=timings, start=start)
 
+
+def analyse_scanned(
+    dataset: Dataset, split: DataSplit | None, own_split: bool, options: Options, device: str,
+    *, say: Callable[[str], None], progress: Progress | None, timings: dict[str, float],
+    start: float,
+) -> Result:
+    """Everything after the scan, for one backbone (``options.model``/``options.weights``):
+    what :func:`recommend` does once and :func:`recommender.ranking.rank` once per model on
+    the same scanned dataset. ``device`` may still be ``"auto"``: it is resolved when
+    something needs it (a cached analysis does not)."""
     key = (analysis_key(_request(options), dataset.samples, dataset.classes)
            if options.use_cache else None)
     analysis = load_analysis(key) if key is not None else None
@@ -353,6 +365,14 @@ def _refuse_cache_inside(dataset: Path) -> None:
         raise UsageError(f"The cache folder {cache} is inside the dataset folder {dataset}.",
                          "nbtl never writes into a dataset folder; set NBTL_CACHE_DIR to a "
                          "folder outside it, or pass --no-cache.")
+
+
+def scan(path: Path, options: Options) -> tuple[Dataset, DataSplit | None, bool]:
+    """The dataset the probes see, the split to fine-tune on, whether it is the user's own
+    split (see :func:`_scan`), after the checks :func:`recommend` makes before any work."""
+    if options.use_cache:
+        _refuse_cache_inside(path)
+    return _scan(path, options)
 
 
 def _scan(path: Path, options: Options) -> tuple[Dataset, DataSplit | None, bool]:

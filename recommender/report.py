@@ -25,6 +25,7 @@ from recommender.errors import NbtlError
 
 if TYPE_CHECKING:
     from recommender.pipeline import Result
+    from recommender.ranking import Ranking
 
 MAX_SKIPPED_SHOWN = 10
 _CONFIDENCE_STYLE = {"high": "green", "medium": "yellow", "low": "red"}
@@ -180,6 +181,62 @@ def print_report(result: Result, out: Console, *, explain: bool = False) -> None
     out.print(Text(
         f"Time: {analysis}{scratch}{validation}, total "
         f"{_minutes(timings.get('total_s', 0))}{more}", style="dim"))
+
+
+_RANK_COLUMNS = (("logme", "LogME"), ("linear_probe", "linear\nprobe"), ("knn", "kNN"),
+                 ("h_score", "H-score"))
+
+
+def print_ranking(ranking: Ranking, out: Console, *, explain: bool = False) -> None:
+    """Several models: the ranking table (criterion marked, ties said), then the top model's
+    report (every loaded model's with ``--recommend-all``)."""
+    from recommender.ranking import TIE_RULE, WHY
+
+    rows = [c.to_dict() for c in ranking.candidates]
+    out.print()
+    out.rule("[bold]nbtl · ranking candidate backbones")
+    out.print(Text.assemble(
+        ("Ranked by ", "bold"), (ranking.criterion, "bold"),
+        " at the penultimate block (higher is better; change with --rank-by). ",
+        _first_sentence(WHY[ranking.criterion]) if not explain else WHY[ranking.criterion]))
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("rank", justify="right", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    for key, header in _RANK_COLUMNS:
+        table.add_column(header + (" *" if key == ranking.criterion else ""), justify="right",
+                         no_wrap=True, style="bold" if key == ranking.criterion else "")
+    table.add_column("params\n(M)", justify="right", no_wrap=True)
+    table.add_column("images/s", justify="right", no_wrap=True)
+    for row in rows:
+        cells = []
+        for key, _ in _RANK_COLUMNS:
+            value, spread = row[key], row[f"{key}_spread"]
+            cells.append(_sig3(value) + (f" ±{_sig3(spread)}" if spread is not None else "")
+                         if value is not None else "-")
+        rank = "-" if row["rank"] is None else f"{row['rank']}" + ("=" * row["tie_with_previous"])
+        speed = ("-" if row["forward_cost"] is None else "cached" if row["images_per_s"] is None
+                 else f"{row['images_per_s']:.1f}")
+        table.add_row(rank, printable(row["model"]), *cells,
+                      "-" if row["params_m"] is None else f"{row['params_m']:.2f}", speed)
+    out.print(table)
+    notes = ["* the ranking criterion", "± spread over cross-validation folds",
+             "images/s: feature extraction measured this run (pre-trained and random-init "
+             "network, every block; 'cached': features read from the cache)"]
+    out.print(Text(" · ".join(notes), style="dim"))
+    for a, b in ranking.ties():
+        out.print(Text(f"{printable(a)} and {printable(b)} tie on {ranking.criterion} "
+                       f"({TIE_RULE}): the order between them means little.", style="yellow"))
+    for row in rows:
+        if row["error"]:
+            out.print(Text(f"{printable(row['model'])} not ranked: {printable(row['error'])}",
+                           style="red"))
+    chosen = ranking.recommended
+    which = "every model" if ranking.recommend_all else f"the top model, {ranking.top.model}"
+    out.print(Text(f"Below: the recommendation for {which}"
+                   + ("" if ranking.recommend_all else " (all of them: --recommend-all)")
+                   + ".", style="dim"))
+    for candidate in chosen:
+        print_report(candidate.result, out, explain=explain)
 
 
 def _minutes(seconds: float) -> str:

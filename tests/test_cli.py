@@ -46,7 +46,7 @@ def sample_json(sample_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_sample_run_writes_json_to_stdout_and_the_report_to_stderr(sample_json):
     document = json.loads(sample_json.stdout)
-    assert document["schema_version"] == "1.1"
+    assert document["schema_version"] == "1.2"
     assert "Recommended fine-tuning settings" in sample_json.stderr
     assert "Traceback" not in sample_json.stderr
 
@@ -302,7 +302,7 @@ def test_validate_reports_both_settings_and_writes_them_to_the_json(monkeypatch,
     assert "2 epochs at 32 px" in flat and "30 train, 10 validation, 10 test images" in flat
     doc = json.loads(target.read_text())
     assert set(doc["validation"]["settings"]) == {"default", "recommended"}
-    assert doc["schema_version"] == "1.1" and doc["settings"]["analysed"] == "train"
+    assert doc["schema_version"] == "1.2" and doc["settings"]["analysed"] == "train"
     assert doc["timings"]["validation_s"] > 0
 
 

