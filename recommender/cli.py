@@ -202,7 +202,7 @@ def recommend_command(
             explain=explain, quiet=quiet, search_db=search_db,
             options=dict(labels_csv=labels, image_size=image_size, max_per_class=max_per_class,
                          seed=seed, batch_size=batch_size, workers=workers,
-                         device=device.value, use_cache=not no_cache, offline=offline,
+                         device=device, use_cache=not no_cache, offline=offline,
                          scratch=scratch, scratch_epochs=scratch_epochs, overrides=overrides,
                          validate=validate, search=search))
     options = Options.from_kwargs(
