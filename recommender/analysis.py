@@ -364,6 +364,6 @@ def save_analysis(key: str, analysis: Analysis) -> None:
 
     from recommender.cache import cache_dir, try_write
 
-    text = json.dumps(analysis.to_json(), sort_keys=True)
+    text = json.dumps(analysis.to_json())  # key order kept: the document keeps it too
     try_write(cache_dir() / "analysis" / f"{key}.json",
               lambda tmp: tmp.write_text(text, encoding="utf-8"), "probe results")

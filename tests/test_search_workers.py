@@ -6,6 +6,7 @@ trial is queued again (heartbeats) and finished by another."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -196,9 +197,12 @@ def test_a_worker_and_the_main_process_share_one_search(sample_dir, tmp_path):
               "2", "--validate-size", "32", "--validate-seeds", "1", "--search", "4",
               "--storage", str(journal), "-q"]
     script = Path(sys.executable).parent / "nbtl-recommend"
+    # A cache of their own: a run another test cached in this session, trained in a process
+    # with other torch thread counts, may differ from a fresh one in its last bits.
+    env = {**os.environ, "NBTL_CACHE_DIR": str(tmp_path / "cache")}
     procs = {role: subprocess.Popen([str(script), *common, "--role", role, "--json",
                                      str(tmp_path / f"{role}.json")],
-                                    stderr=subprocess.PIPE, text=True)
+                                    stderr=subprocess.PIPE, text=True, env=env)
              for role in ("worker", "main")}
     for proc in procs.values():
         _out, err = proc.communicate(timeout=600)
