@@ -59,6 +59,7 @@ def fashion_mnist_source() -> Path:
         work = Path(tempfile.mkdtemp(prefix="fm-deb-"))
         subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=work, check=True)
         deb = next(work.glob("dataset-fashion-mnist*.deb"))
+        FASHION_MNIST_DIR.parents[3].mkdir(parents=True, exist_ok=True)
         subprocess.run(["dpkg-deb", "-x", str(deb), str(FASHION_MNIST_DIR.parents[3])], check=True)
         shutil.rmtree(work)
     return FASHION_MNIST_DIR

@@ -322,7 +322,19 @@ def _validation_section(doc: Mapping[str, Any]) -> str:
                 "setting and seed." + _same_runs_note(val)),
         _table(("setting", "test mean (%)", "± spread", "per seed", "validation (%)"), rows,
                {1, 2, 4}),
-        *lines)
+        *lines, *_moved(val))
+
+
+def _moved(val: Mapping[str, Any]) -> list[str]:
+    """The per-block CKA after fine-tuning, when the runs measured it."""
+    figure = plots.moved_figure(val)
+    if figure is None:
+        return []
+    return [_figure("moved", figure,
+                    "CKA between the pre-trained network's and the fine-tuned network's "
+                    "features of the test images, per block (mean over seeds; 1 = the block's "
+                    "representation unchanged). Shaded: the blocks the recommendation "
+                    "re-initialises.")]
 
 
 def _same_runs_note(val: Mapping[str, Any]) -> str:

@@ -297,6 +297,37 @@ def validation_figure(validation: Mapping[str, Any]) -> Figure:
     return figure
 
 
+def moved_figure(validation: Mapping[str, Any]) -> Figure | None:
+    """How far fine-tuning moved each block: CKA between the pre-trained and the fine-tuned
+    features of the test images (1 = unchanged), one line per setting that measured it
+    (mean over seeds); the blocks the recommendation re-initialises are shaded. None when
+    no setting measured it."""
+    blocks = validation.get("blocks") or []
+    measured = {name: s["block_cka"] for name, s in validation["settings"].items()
+                if s.get("block_cka")}
+    if not blocks or not measured:
+        return None
+    figure = _figure(6.5, 3.0)
+    axes = figure.subplots()
+    x = list(range(len(blocks)))
+    treatment = validation.get("recommended_treatment") or []
+    for i, what in enumerate(treatment):
+        if what == "re-init":
+            axes.axvspan(i - 0.45, i + 0.45, color="#d62728", alpha=0.12, lw=0,
+                         gid=f"moved-reinit-{blocks[i]}")
+    for name, values in measured.items():
+        points = [(i, v) for i, v in zip(x, values) if v is not None]
+        axes.plot([i for i, _ in points], [v for _, v in points], marker="o",
+                  color=SETTING_COLOURS.get(name, "#333333"),
+                  label=SETTING_LABELS.get(name, name), gid=f"moved-{name}")
+    axes.set_xticks(x, blocks)
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("CKA, pre-trained vs fine-tuned")
+    axes.set_title("How far fine-tuning moved each block (lower: moved more)", loc="left")
+    axes.legend(fontsize=8, frameon=False, loc="lower left")
+    return figure
+
+
 # --- search ---------------------------------------------------------------------------------
 
 def search_figure(search: Mapping[str, Any], importances: Mapping[str, float] | None

@@ -217,6 +217,23 @@ def test_validation_shows_seeds_curves_and_the_difference(page):
     assert "recommended − default: +10.0 points" in validation
 
 
+def test_validation_shows_how_far_fine_tuning_moved_each_block(full_doc):
+    """With the runs' per-block CKA (issue 20), a figure per setting over the blocks, the
+    recommendation's re-initialised blocks shaded; without it, no figure."""
+    assert 'id="figure-moved"' not in html_mod.render_html(full_doc)
+    doc = copy.deepcopy(full_doc)
+    val = doc["validation"]
+    val["blocks"] = list(BLOCKS)
+    val["recommended_treatment"] = ["lr 0.01"] * (len(BLOCKS) - 1) + ["re-init"]
+    val["settings"]["default"]["block_cka"] = [0.99, 0.95, 0.9, 0.6]
+    val["settings"]["recommended"]["block_cka"] = [0.98, 0.9, 0.8, 0.3]
+    page = html_mod.render_html(doc)
+    validation = page[page.index('<section id="validation">'):page.index('<section id="search">')]
+    assert 'id="figure-moved"' in validation
+    assert f'id="moved-reinit-{BLOCKS[-1]}"' in validation
+    assert 'id="moved-default"' in validation and 'id="moved-recommended"' in validation
+
+
 def test_search_shows_history_importances_and_trials(page):
     search = page[page.index('<section id="search">'):page.index('<section id="dataset">')]
     assert "Search history" in search and "Parameter importances" in search
