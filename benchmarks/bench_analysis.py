@@ -257,7 +257,10 @@ def part_twin(images: int) -> None:
         full = features_mod.extract_features(paths, load_backbone(), use_cache=False)
     finally:
         features_mod.TWIN_FLOOR = floor
-    rows = features_mod.twin_subset(len(paths))
+    assert full.random_rows is None  # the twin on every image, rows aligned
+    # The subset the analysis uses: drawn in the canonical (path) order, as in extraction.
+    canonical = sorted(range(len(paths)), key=lambda i: str(paths[i]))
+    rows = np.sort(np.asarray(canonical)[features_mod.twin_subset(len(paths))])
     part = replace(full, random_features=tuple(r[rows] for r in full.random_features),
                    random_rows=rows)
     print(f"\n## twin: the pre-training gain on {images} Fashion-MNIST images, the twin on "

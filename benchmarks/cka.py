@@ -51,12 +51,14 @@ def profile(root: Path, device: str = "cpu") -> dict[str, Any]:
     dataset = load_dataset(root / "train")
     backbone = load_backbone()
     features = extract_features([p for p, _ in dataset.samples], backbone, device=device)
+    twin = features.twin_rows()  # the images the random-init twin saw (all up to 500)
     return {
         "blocks": list(features.blocks),
         "num_images": len(dataset.samples),
-        "cka_random_init": [probes.block_cka(f, r) for f, r in
+        "random_init_images": int(twin.size),
+        "cka_random_init": [probes.block_cka(f[twin], r) for f, r in
                             zip(features.pretrained, features.random_features)],
-        "cka_random_init_biased": [probes.linear_cka(f, r) for f, r in
+        "cka_random_init_biased": [probes.linear_cka(f[twin], r) for f, r in
                                    zip(features.pretrained, features.random_features)],
         "consecutive_cka": list(consecutive_cka(features.pretrained)),
     }

@@ -275,7 +275,7 @@ def _rank_command(path: Path, models, files, rank_by: str, recommend_all: bool, 
     err = report.console(stderr=True, quiet=quiet)
     if json_file is not None:
         _refuse_inside(json_file, path, "--json")
-        _check_writable(json_file)
+        _check_writable(json_file, "--json")
     del options["validate"], options["search"]
     ranking = rank(path, models, weights=files, rank_by=rank_by, recommend_all=recommend_all,
                    on_stage=None if quiet else report.stage_printer(err),

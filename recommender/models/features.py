@@ -51,8 +51,8 @@ class Features:
     # eps: what the layer divides by); None for a block without BatchNorm.
     bn_stats: tuple[np.ndarray | None, ...] = ()
     from_cache: bool = False
-    # The rows (into ``pretrained``) the twin saw, in the order of ``random_features``;
-    # None: all N, in order (see twin_rows).
+    # The rows (into ``pretrained``) the twin saw, increasing, one per row of
+    # ``random_features``; None: all N, in the same order (see twin_rows).
     random_rows: np.ndarray | None = None
 
     def dims(self) -> tuple[int, ...]:
@@ -165,16 +165,20 @@ def extract_features(
 
 
 def _reordered(features: Features, rows: np.ndarray) -> Features:
-    """``features`` with its per-image rows taken in the order ``rows``."""
+    """``features`` (in the canonical order) with its per-image rows taken in the order
+    ``rows``; the twin's rows follow, so that ``random_features[i]`` is always the image of
+    ``pretrained[twin_rows()[i]]``, in increasing order (all rows: the same order)."""
     if np.array_equal(rows, np.arange(rows.size)):
         return features
-    # The twin's arrays keep their order; what changes is which caller rows they are.
     where = np.argsort(rows)  # canonical row -> caller row
+    seen = where[features.twin_rows()]
+    order = np.argsort(seen)
     return replace(
         features,
         pretrained=tuple(f[rows] for f in features.pretrained),
+        random_features=tuple(f[order] for f in features.random_features),
         source_probs=features.source_probs[rows],
-        random_rows=where[features.twin_rows()],
+        random_rows=None if seen.size == rows.size else seen[order],
     )
 
 
