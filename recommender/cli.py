@@ -9,7 +9,7 @@ import sys
 import warnings
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -199,7 +199,8 @@ def recommend_command(
     if len(models) > 1:
         return _rank_command(
             path, models, files, rank_by.value, recommend_all, json_out=json_out, emit=emit,
-            explain=explain, quiet=quiet, search_db=search_db,
+            explain=explain, quiet=quiet, search_db=search_db, html_out=html_out,
+            plot_out=plot_out,
             options=dict(labels_csv=labels, image_size=image_size, max_per_class=max_per_class,
                          seed=seed, batch_size=batch_size, workers=workers,
                          device=device, use_cache=not no_cache, offline=offline,
@@ -216,14 +217,8 @@ def recommend_command(
         study=study, role=role.value, prune=prune)
     from recommender.pipeline import recommend
 
+    json_file, out, err = _outputs(path, json_out, emit, quiet, html_out, plot_out)
     json_to_stdout = json_out == "-"
-    json_file = Path(json_out) if json_out and not json_to_stdout else None
-    out = report.console(stderr=json_to_stdout or emit is not None)
-    err = report.console(stderr=True, quiet=quiet)
-    if json_file is not None:
-        _refuse_inside(json_file, path, "--json")
-        _check_writable(json_file, "--json")
-    _check_figure_outputs(html_out, plot_out, path)
     if search_db is not None:
         _refuse_inside(search_db, path, "--search-db")
     if storage is not None and "://" not in storage:
@@ -234,18 +229,7 @@ def recommend_command(
         progress=None if quiet else report.progress_factory(err),
     )
     # The files first: a report cut short (a closed pipe) must not lose them.
-    written = []
-    if json_file is not None:
-        json_file.write_text(_document(result), encoding="utf-8")
-        written.append(f"the JSON to {json_file}")
-    if html_out is not None or plot_out is not None:
-        from recommender.html import write_html, write_profile_plot
-
-        for target, write, what in ((html_out, write_html, "the HTML report"),
-                                    (plot_out, write_profile_plot, "the profile plot")):
-            if target is not None:
-                write(result, target)
-                written.append(f"{what} to {target}")
+    written = _write_files(result, _document(result), json_file, html_out, plot_out)
     if emit is not None:
         from recommender.export import emit as export
 
@@ -261,7 +245,8 @@ def recommend_command(
 
 def _rank_command(path: Path, models, files, rank_by: str, recommend_all: bool, *,
                   json_out: str | None, emit: Emit | None, explain: bool, quiet: bool,
-                  search_db: Path | None, options: dict) -> None:
+                  search_db: Path | None, html_out: Path | None, plot_out: Path | None,
+                  options: dict) -> None:
     """Several ``--model``: rank them (:func:`recommender.ranking.rank`), report the table and
     the top model's recommendation (every model's with ``--recommend-all``)."""
     from recommender.ranking import rank
@@ -269,20 +254,16 @@ def _rank_command(path: Path, models, files, rank_by: str, recommend_all: bool, 
     if options["validate"] or options["search"] or search_db is not None:
         raise UsageError("--validate and --search fine-tune one model, not a ranking.",
                          "Rank first, then run nbtl-recommend PATH --model TOP --validate.")
+    json_file, out, err = _outputs(path, json_out, emit, quiet, html_out, plot_out)
     json_to_stdout = json_out == "-"
-    json_file = Path(json_out) if json_out and not json_to_stdout else None
-    out = report.console(stderr=json_to_stdout or emit is not None)
-    err = report.console(stderr=True, quiet=quiet)
-    if json_file is not None:
-        _refuse_inside(json_file, path, "--json")
-        _check_writable(json_file, "--json")
     del options["validate"], options["search"]
     ranking = rank(path, models, weights=files, rank_by=rank_by, recommend_all=recommend_all,
                    on_stage=None if quiet else report.stage_printer(err),
                    progress=None if quiet else report.progress_factory(err), **options)
-    document = json.dumps(ranking.to_dict(), indent=2, allow_nan=False) + "\n"
-    if json_file is not None:
-        json_file.write_text(document, encoding="utf-8")
+    doc = ranking.to_dict()
+    document = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+    # The HTML page of a ranking: the top model's report with the ranking table.
+    written = _write_files(doc, document, json_file, html_out, plot_out)
     if emit is not None:
         from recommender.export import emit as export
 
@@ -292,9 +273,42 @@ def _rank_command(path: Path, models, files, rank_by: str, recommend_all: bool, 
         report.print_ranking(ranking, out, explain=explain)
     if json_to_stdout:
         sys.stdout.write(document)
+    for what in written:
+        err.print(report.printable(f"Wrote {what}."), markup=False, soft_wrap=True)
+
+
+def _outputs(path: Path, json_out: str | None, emit: Emit | None, quiet: bool,
+             html_out: Path | None, plot_out: Path | None) -> tuple[Path | None, Any, Any]:
+    """The --json file (None for none or stdout) and the report and stage consoles, with
+    every output path checked before any work."""
+    json_to_stdout = json_out == "-"
+    json_file = Path(json_out) if json_out and not json_to_stdout else None
+    out = report.console(stderr=json_to_stdout or emit is not None)
+    err = report.console(stderr=True, quiet=quiet)
     if json_file is not None:
-        err.print(report.printable(f"Wrote the JSON to {json_file}."), markup=False,
-                  soft_wrap=True)
+        _refuse_inside(json_file, path, "--json")
+        _check_writable(json_file, "--json")
+    _check_figure_outputs(html_out, plot_out, path)
+    return json_file, out, err
+
+
+def _write_files(result_or_doc: Any, document: str, json_file: Path | None,
+                 html_out: Path | None, plot_out: Path | None) -> list[str]:
+    """Write the JSON, the HTML page and the profile plot that were asked for, first (a
+    report cut short by a closed pipe must not lose them); what was written, in words."""
+    written = []
+    if json_file is not None:
+        json_file.write_text(document, encoding="utf-8")
+        written.append(f"the JSON to {json_file}")
+    if html_out is not None or plot_out is not None:
+        from recommender.html import write_html, write_profile_plot
+
+        for target, write, what in ((html_out, write_html, "the HTML report"),
+                                    (plot_out, write_profile_plot, "the profile plot")):
+            if target is not None:
+                write(result_or_doc, target)
+                written.append(f"{what} to {target}")
+    return written
 
 
 def _parse_overrides(texts: list[str]) -> dict[str, object]:

@@ -186,3 +186,19 @@ def test_cli_ranks_several_models_with_the_features_cached(monkeypatch, capsys, 
     assert values == sorted(values, reverse=True)
     # The module's run extracted the same features: this one read them from the cache.
     assert {r["forward_cost"] for r in doc["ranking"]} == {"cached"}
+
+
+@pytest.mark.slow
+def test_cli_writes_the_html_page_of_a_ranking(monkeypatch, capsys, sample_dir, ranked,
+                                               tmp_path):
+    """--html with several models: the top model's page with the ranking table."""
+    page, plot = tmp_path / "r.html", tmp_path / "p.png"
+    code, _, err = run_cli(monkeypatch, capsys, str(sample_dir), "--model", ",".join(LITE),
+                           "--max-per-class", "3", "--workers", "0", "--html", str(page),
+                           "--plot", str(plot))
+    assert code == 0, err
+    text = page.read_text()
+    assert '<section id="ranking">' in text and '<section id="profile">' in text
+    assert all(name in text for name in LITE)
+    assert plot.stat().st_size > 0
+    assert f"Wrote the HTML report to {page}" in " ".join(err.split())
