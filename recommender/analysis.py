@@ -140,10 +140,9 @@ def run_probes(
         for i, column in _in_threads(lambda i: _measure(per_block, inputs[i]), order, jobs):
             by_block[i] = column
             tick(1)
-    columns = [by_block[i] for i in range(len(inputs))]
-    with _one_blas_thread():
         once = _measure([p.name for p in registered if p.name not in per_block],
                         {"source_probs": features.source_probs, "labels": labels})
+    columns = [by_block[i] for i in range(len(inputs))]
     results = []
     n_samples = len(labels)
     for probe in registered:

@@ -180,15 +180,24 @@ def analyse_scanned(
     analysis = load_analysis(key) if key is not None else None
     backbone = None
     features_from_cache = False
+
+    def need_backbone() -> Backbone:
+        """The backbone, loaded once, when something needs it (a cached analysis does not)."""
+        nonlocal backbone
+        if backbone is None:
+            mark = time.perf_counter()
+            backbone = load_backbone(options.model, options.weights,
+                                     image_size=options.image_size, offline=options.offline,
+                                     use_cache=options.use_cache)
+            timings["model_s"] = time.perf_counter() - mark
+        return backbone
+
     if analysis is not None:
         say("Probes loaded from the cache")
         _check_overrides(options.overrides, analysis.heuristics_blocks())
     else:
         say("Loading the backbone")
-        mark = time.perf_counter()
-        backbone = load_backbone(options.model, options.weights, image_size=options.image_size,
-                                 offline=options.offline, use_cache=options.use_cache)
-        timings["model_s"] = time.perf_counter() - mark
+        need_backbone()
         # Block names are known only now: a --set that names a missing block fails before
         # the features are extracted, not after.
         _check_overrides(options.overrides, backbone.blocks)
@@ -219,16 +228,6 @@ def analyse_scanned(
     results = list(analysis.probes)
     blocks = analysis.heuristics_blocks()
     head_modules = tuple(analysis.model["head_modules"])
-
-    def need_backbone() -> Backbone:
-        nonlocal backbone
-        if backbone is None:
-            mark = time.perf_counter()
-            backbone = load_backbone(options.model, options.weights,
-                                     image_size=options.image_size, offline=options.offline,
-                                     use_cache=options.use_cache)
-            timings["model_s"] = time.perf_counter() - mark
-        return backbone
 
     scratch_result = None
     if options.scratch_epochs is not None:
