@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import warnings
 from enum import Enum
@@ -15,7 +14,13 @@ import typer
 
 import heuristics
 from recommender import report
-from recommender.config import SCRATCH_EPOCHS, VALIDATE_MEASURED, Options, ValidationOptions
+from recommender.config import (
+    SCRATCH_EPOCHS,
+    VALIDATE_MEASURED,
+    Options,
+    ValidationOptions,
+    check_device,
+)
 from recommender.errors import EXIT_USAGE, NbtlError, NbtlWarning, UsageError
 
 _OPTIONS = Options()  # the defaults, shown in --help
@@ -23,9 +28,6 @@ _VALIDATION = ValidationOptions()
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
-
-
-DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 class Role(str, Enum):
@@ -188,9 +190,7 @@ def recommend_command(
     if emit is not None and json_out == "-":
         raise UsageError(f"--emit {emit.value} and --json - both write to stdout.",
                          "Write the JSON to a file (--json FILE), or leave out one of them.")
-    if not DEVICE_PATTERN.fullmatch(device):
-        raise UsageError(f"--device {device} is not one of auto, cpu, cuda, cuda:K.",
-                         "E.g. --device cuda:1 for the second GPU.")
+    check_device(device)  # before the ranking branch, which has no Options yet
     overrides = _parse_overrides(set_values or [])
     from recommender.ranking import pair_weights, parse_models
 

@@ -7,6 +7,7 @@ value that cannot work before any work starts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -50,6 +51,14 @@ class ValidationOptions:
 
 
 ROLES = ("main", "worker")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_device(device: str) -> None:
+    """``--device``: auto, cpu, cuda or cuda:K (``UsageError`` otherwise)."""
+    if not DEVICE_PATTERN.fullmatch(device):
+        raise UsageError(f"--device {device} is not one of auto, cpu, cuda, cuda:K.",
+                         "E.g. --device cuda:1 for the second GPU.")
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ class Options:
 
     def check(self) -> None:
         """Refuse, before any work, a value that cannot work (``UsageError``)."""
+        check_device(self.device)
         if self.scratch_epochs is not None and self.scratch_epochs < 1:
             raise UsageError(f"--scratch-epochs {self.scratch_epochs} must be at least 1.")
         if self.search is not None:

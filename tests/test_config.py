@@ -96,3 +96,22 @@ def test_recommend_checks_the_options_before_any_work(tmp_path):
     # The folder does not exist: a scan would fail with a data error, the check comes first.
     with pytest.raises(UsageError, match="--validate-seeds 0"):
         recommender.recommend(tmp_path / "missing", validate=True, validate_seeds=0)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:x", "CPU", ""])
+def test_a_device_that_cannot_be_is_refused_by_the_options_and_the_cli(device, monkeypatch,
+                                                                      capsys):
+    """One check serves the Python API (Options.check, before any work) and the CLI."""
+    with pytest.raises(UsageError, match="is not one of auto, cpu, cuda, cuda:K"):
+        Options.from_kwargs(device=device).check()
+    from _cli import run_cli
+
+    from recommender.errors import EXIT_USAGE
+
+    code, _, err = run_cli(monkeypatch, capsys, "no-such-folder", "--device", device)
+    assert code == EXIT_USAGE and "is not one of auto, cpu, cuda, cuda:K" in err
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_every_device_form_passes_the_check(device):
+    Options.from_kwargs(device=device).check()
