@@ -9,22 +9,12 @@ import sys
 
 import pytest
 import torch
+from _cli import run_cli as run
 from PIL import Image
 
-from recommender.cli import main
 from recommender.errors import EXIT_DATA, EXIT_MODEL, EXIT_USAGE
 
 SMALL = ["--max-per-class", "3", "--workers", "0"]
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["nbtl-recommend", *args])
-    monkeypatch.setenv("COLUMNS", "160")  # a wide terminal: no names folded in tables
-    with pytest.raises(SystemExit) as info:
-        main()
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return info.value.code or 0, out, err
 
 
 def tree(folder):

@@ -3,25 +3,13 @@ never an "internal error" after minutes of feature extraction."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
+from _cli import run_cli as run
 
 import recommender.pipeline
-from recommender.cli import main
 from recommender.errors import EXIT_USAGE, UsageError
 
 SMALL = ["--max-per-class", "3", "--workers", "0"]
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["nbtl-recommend", *args])
-    monkeypatch.setenv("COLUMNS", "160")
-    with pytest.raises(SystemExit) as info:
-        main()
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return info.value.code or 0, out, err
 
 
 def fail_if_called(what: str):

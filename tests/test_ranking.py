@@ -4,10 +4,10 @@ model that fails is a row with its error and does not stop the others, the optio
 from __future__ import annotations
 
 import json
-import sys
 from types import SimpleNamespace
 
 import pytest
+from _cli import run_cli
 
 from probes import Measurement
 from recommender.analysis import ProbeResult
@@ -101,18 +101,6 @@ def test_unknown_criterion_and_validate_are_refused_before_work(sample_dir):
 def test_all_models_failing_is_one_error(sample_dir):
     with pytest.raises(ModelUnavailableError, match="None of the models could be loaded"):
         rank(sample_dir, ["no_such_model_a", "no_such_model_b"], **SMALL)
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from recommender.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["nbtl-recommend", *args])
-    monkeypatch.setenv("COLUMNS", "160")
-    with pytest.raises(SystemExit) as info:
-        main()
-        raise SystemExit(0)
-    out, err = capsys.readouterr()
-    return info.value.code or 0, out, err
 
 
 def test_cli_all_models_failing_exits_with_the_model_code(monkeypatch, capsys, sample_dir):
