@@ -111,3 +111,70 @@ def test_unknown_tasks_are_refused(tmp_path):
 def test_cost_grows_with_images_and_epochs():
     small, large = meta.BY_ID["faces-2c-n12"], meta.BY_ID["fashion-10c-n40"]
     assert small.cost() < large.cost() < large.cost(12)
+
+
+def _synthetic_results(tasks, bump):
+    """Every run of ``tasks`` (short budget, Lite0): the seed-0 grid scores cells by
+    ``bump(task, cell)``; the default, the recommendation, the LP-FT twin and the top cells
+    on the fresh seeds."""
+    from benchmarks import meta_report as mr
+
+    rec = t.recommend_from(ANALYSIS).hyperparameters
+    rec_id = t.recommended_id(rec)
+    twin = t.lpft_flip_id(t.recommend_from(ANALYSIS, {"lp_ft": not rec.lp_ft}).hyperparameters)
+    epochs, size = meta.BUDGETS["short"]
+    rows = []
+    for task in tasks:
+        rows.append({"kind": "analysis", "dataset": task, "analysis": ANALYSIS})
+        base = {"kind": "run", "dataset": task, "budget": {"epochs": epochs,
+                                                           "image_size": size},
+                "device": "cpu", "threads": 1, "n_train": 60, "n_val": 20, "n_test": 500,
+                "hyperparameters": rec.to_dict(), "seconds": 2.0}
+        for cell in meta.GRID.cells():
+            score = bump(task, cell)
+            rows.append({**base, "setting": "default" if cell == t.DEFAULT_CELL else cell,
+                         "seed": 0, "val": score, "test": score})
+        for s in (rec_id, twin):
+            rows.append({**base, "setting": s, "seed": 0, "val": 0.5, "test": 0.5})
+        cells = mr.load(rows)
+        top = cells[(task, t.DEFAULT_BACKBONE, "short")].top_cells()
+        for seed in t.CONFIRM_SEEDS:
+            for s in dict.fromkeys(["default", rec_id, twin, *top]):
+                score = {"default": 0.6, rec_id: 0.7, twin: 0.65}.get(s, 0.8) + 0.01 * seed
+                rows.append({**base, "setting": s, "seed": seed, "val": score,
+                             "test": score})
+    return rows, rec_id
+
+
+def test_report_on_synthetic_results(tmp_path):
+    from benchmarks import meta_report as mr
+
+    def bump(task, cell):  # reinit 2 wins on the small task, reinit 0 on the large one
+        c = t.parse_cell(cell)
+        want = 2 if task.endswith("n12") else 0
+        return 0.5 + (0.3 if c["reinit"] == want else 0.0) + (0.1 if c["base_lr"] == 0.01
+                                                              else 0.0)
+
+    rows, rec_id = _synthetic_results(["textures-3c-n12", "textures-3c-n40"], bump)
+    cells = mr.load(rows)
+    small = cells[("textures-3c-n12", t.DEFAULT_BACKBONE, "short")]
+    large = cells[("textures-3c-n40", t.DEFAULT_BACKBONE, "short")]
+    assert small.complete and large.complete and small.rec_id == rec_id
+    assert small.winners()["reinit"] == (2, True) and large.winners()["reinit"] == (0, True)
+    assert small.winners()["base_lr"] == (0.01, True)
+    assert small.winners()["lr_mode"][1] is False  # one lr and groups tie: not clear
+    table = "\n".join(mr.changes(cells))
+    assert "| size | 1 | 1/1 (1/1 clear) | 0/1 (0/1 clear) |" in table
+    assert "| budget | 0 |" in table
+    page = tmp_path / "benchmark.md"
+    page.write_text("# Benchmark\n\nkept\n")
+    results = tmp_path / "meta.jsonl"
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert meta.main(["report", "--results", str(results), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert text.startswith("# Benchmark\n\nkept\n") and text.count(mr.START) == 1
+    assert "| Lite0, short (6 epochs at 64 px) | 2/31 | 2 |" in text
+    # default 0.6 + 0.01 seed, recommendation 0.7 + 0.01 seed: +10.0 with no spread
+    assert "| textures-3c-n12 | textures | 60/20/500 | 62.0 | 72.0 | 82.0 | +10.0 ± 0.0 " in text
+    assert meta.main(["report", "--results", str(results), "--out", str(page)]) == 0
+    assert page.read_text() == text  # rewritten in place, same bytes
