@@ -1,7 +1,7 @@
 """The meta-benchmark: the evidence the recommender is fitted to (issue 18).
 
     python benchmarks/meta.py build --out DATA            # every task, byte-identical rebuilds
-    python benchmarks/meta.py plan  [--data DATA]         # the tasks, their cost, what is done
+    python benchmarks/meta.py plan                        # the tasks, their cost, what is done
     python benchmarks/meta.py run   --data DATA [--jobs 2] [--backbone NAME] [--budget short|long]
     python benchmarks/meta.py report                      # docs/benchmark.md, meta section
 
@@ -285,6 +285,13 @@ def plan_main(args: argparse.Namespace) -> int:
             f"{c[0].removeprefix('tf_efficientnet_')}-{c[1]}")) for c in conditions)
         print(f"{task.id:<36}{len(task.classes):>7} {task.train:>11} {task.test:>10} "
               f"{task.cost():>10.0f}  {cells}")
+    for backbone, budget in conditions:
+        epochs, size = BUDGETS[budget]
+        scale = (size / 64) ** 2  # the cost model is for 64 px
+        left = sum(max(0, need - done[(backbone, budget)][x.id]) * x.cost(epochs) * scale
+                   for x in TASKS)
+        print(f"{backbone} {budget}: about {left / 3600:.1f} core-hours left for every task "
+              "(the cost model of Task.cost, Lite0 at 1 thread)")
     return 0
 
 
