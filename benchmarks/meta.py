@@ -45,6 +45,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from benchmarks import transfer as t  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "meta.jsonl"
+MANIFEST = ROOT / "benchmarks" / "results" / "meta_manifest.json"  # the digests of the results
 DATA = Path("/tmp/nbtl-meta")
 SEED = 0
 MIN_TEST_PER_CLASS = 50
@@ -204,6 +205,12 @@ def build_main(args: argparse.Namespace) -> int:
         print(line, flush=True)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     print(f"{len(manifest)} task(s) in {manifest_path}")
+    known = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+    same = [k for k in manifest if k in known and known[k]["sha256"] == manifest[k]["sha256"]]
+    other = [k for k in manifest if k in known and k not in same]
+    print(f"{len(same)} task(s) byte-identical to the committed {MANIFEST.name}"
+          + (f"; different: {', '.join(other)} (another source package or PNG encoder "
+             "version?)" if other else ""))
     return 1 if failed else 0
 
 
