@@ -178,3 +178,14 @@ def test_report_on_synthetic_results(tmp_path):
     assert "| textures-3c-n12 | textures | 60/20/500 | 62.0 | 72.0 | 82.0 | +10.0 ± 0.0 " in text
     assert meta.main(["report", "--results", str(results), "--out", str(page)]) == 0
     assert page.read_text() == text  # rewritten in place, same bytes
+
+
+def test_the_repeats_cover_enough_tasks_and_sources():
+    backbone = meta.default_tasks(meta.SECOND_BACKBONE, "short")
+    budget = meta.default_tasks(t.DEFAULT_BACKBONE, "long")
+    assert len(backbone) >= 10 and len({meta.origin(x) for x in backbone}) == 10
+    assert len(budget) >= 8 and len({meta.origin(x) for x in budget}) >= 8
+    assert meta.default_tasks(t.DEFAULT_BACKBONE, "short") == list(meta.TASKS)
+    epochs, size = meta.BUDGETS["long"]
+    short_epochs, short_size = meta.BUDGETS["short"]
+    assert epochs * size ** 2 >= 4 * short_epochs * short_size ** 2  # at least 4x the compute
