@@ -100,13 +100,13 @@ def _reference(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return mean.double().numpy(), var.double().numpy()
 
 
-@pytest.mark.parametrize("chunk", [None, 7], ids=["one chunk", "one row per chunk"])
+@pytest.mark.parametrize("chunk", [1 << 18, 7, None],
+                         ids=["one chunk", "one row per chunk", "fused, as on a GPU"])
 @pytest.mark.parametrize("layout", list(_SHAPES))
 def test_moments_equal_torch_var_mean(layout, chunk, monkeypatch):
     from recommender.models import bnstats
 
-    if chunk is not None:
-        monkeypatch.setattr(bnstats, "CPU_CHUNK", chunk)
+    monkeypatch.setattr(bnstats, "CPU_CHUNK", chunk)
     x = _inputs(layout)
     moments = bnstats._Moments()
     moments.add(x)
@@ -116,11 +116,12 @@ def test_moments_equal_torch_var_mean(layout, chunk, monkeypatch):
     np.testing.assert_allclose(moments.variance(), var, rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [40, None], ids=["uneven chunks", "fused"])
 @pytest.mark.parametrize("layout", list(_SHAPES))
-def test_moments_merged_over_batches_equal_the_moments_at_once(layout, monkeypatch):
+def test_moments_merged_over_batches_equal_the_moments_at_once(layout, chunk, monkeypatch):
     from recommender.models import bnstats
 
-    monkeypatch.setattr(bnstats, "CPU_CHUNK", 40)  # several uneven chunks per batch too
+    monkeypatch.setattr(bnstats, "CPU_CHUNK", chunk)  # 40: several chunks per batch too
     x = _inputs(layout)
     moments = bnstats._Moments()
     for part in torch.split(x, [1, 3, 2] if x.shape[0] == 6 else [10, 50, 4]):

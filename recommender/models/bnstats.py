@@ -19,10 +19,11 @@ from heuristics import Block
 
 # On the CPU the moments are taken chunk by chunk, each chunk of about this many values
 # merged into the running moments: a chunk and its deviations stay in the core's cache, where
-# the deviations of a whole batch would go out to memory and back. About 7x faster than
-# torch.var_mean over the (N, H, W) axes on Lite0's channels-last inputs at 224 px (see
-# benchmarks/bench_bnstats.py). On a GPU a batch is one chunk (fewer, larger kernels).
-CPU_CHUNK = 1 << 18
+# the deviations of a whole batch would go out to memory and back. About 8x faster than
+# torch.var_mean over the (N, H, W) axes on Lite0's channels-last inputs at 224 px, batch 32
+# (benchmarks/bench_bnstats.py). None: one fused torch.var_mean per batch, as on a GPU (one
+# kernel instead of a few per chunk; not measured against the chunks there).
+CPU_CHUNK: int | None = 1 << 18
 
 
 class _Moments:
@@ -46,18 +47,21 @@ class _Moments:
         values = values.reshape(-1, channels)  # a view when contiguous, else a copy
         if values.shape[0] == 0:
             return
-        step = (max(1, CPU_CHUNK // channels) if values.device.type == "cpu"
-                else values.shape[0])
-        for chunk in values.split(step):
-            self._merge(chunk.float())
+        if values.device.type != "cpu" or CPU_CHUNK is None:
+            var, mean = torch.var_mean(values.float(), dim=0, correction=0)
+            self._merge(values.shape[0], mean, var.double() * values.shape[0])
+            return
+        for chunk in values.split(max(1, CPU_CHUNK // channels)):
+            # Two passes over the chunk while it is in the cache: its mean, then the squared
+            # deviations from it (no cancellation, as there would be in E[x^2] - E[x]^2).
+            chunk = chunk.float()
+            mean = chunk.sum(0) / chunk.shape[0]
+            self._merge(chunk.shape[0], mean, (chunk - mean).pow_(2).sum(0))
 
-    def _merge(self, chunk: torch.Tensor) -> None:
-        """Two passes over ``chunk`` (n, C), its mean then its squared deviations from it
-        (no cancellation, as in E[x^2] - E[x]^2), then Chan's update in float64."""
-        n = chunk.shape[0]
-        mean = chunk.sum(0) / n
-        m2 = (chunk - mean).pow_(2).sum(0).double()
-        mean = mean.double()
+    def _merge(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """Chan's update, in float64, with the count, per-channel mean and sum of squared
+        deviations of ``n`` more values per channel."""
+        mean, m2 = mean.double(), m2.double()
         if self.mean is None:
             self.count, self.mean, self.m2 = n, mean, m2
             return
