@@ -465,7 +465,8 @@ def _print_measures(result: Result, out: Console, explain: bool) -> None:
     if twin is not None and twin < images:
         out.print(Text(f"The random-init twin saw {twin} of the {images} images (a fixed, "
                        "seeded subset): the pre-training gain and CKA rand compare both "
-                       "networks on those.", style="dim"))
+                       "networks on those, and BN shift measures the target's BatchNorm "
+                       "statistics on them.", style="dim"))
     note = subset_note(result.probes, registry)
     if note:
         out.print(Text(note, style="dim"))

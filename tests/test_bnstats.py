@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -74,3 +75,99 @@ def test_the_default_backbone_has_statistics_at_every_block(backbone, sample_dir
     for stats in features.bn_stats:
         assert stats is not None and stats.shape[0] == 4
         assert np.isfinite(stats).all() and (stats[[1, 3]] > 0).all()
+
+
+# --- the moments themselves: chunked two-pass moments against torch.var_mean ---------------
+
+_SHAPES = {"channels_last": (6, 5, 9, 11), "contiguous": (6, 5, 9, 11), "2-D": (64, 5),
+           "3-D": (6, 5, 13)}
+
+
+def _inputs(layout: str) -> torch.Tensor:
+    torch.manual_seed(2)
+    shape = _SHAPES[layout]
+    offsets = torch.linspace(-4, 4, shape[1]).reshape(1, -1, *([1] * (len(shape) - 2)))
+    x = torch.randn(shape) * torch.rand(offsets.shape) * 3 + offsets
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        assert not x.is_contiguous()
+    return x
+
+
+def _reference(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    dims = [d for d in range(x.ndim) if d != 1]
+    var, mean = torch.var_mean(x, dim=dims, correction=0)
+    return mean.double().numpy(), var.double().numpy()
+
+
+@pytest.mark.parametrize("chunk", [1 << 18, 7, None],
+                         ids=["one chunk", "one row per chunk", "fused, as on a GPU"])
+@pytest.mark.parametrize("layout", list(_SHAPES))
+def test_moments_equal_torch_var_mean(layout, chunk, monkeypatch):
+    from recommender.models import bnstats
+
+    monkeypatch.setattr(bnstats, "CPU_CHUNK", chunk)
+    x = _inputs(layout)
+    moments = bnstats._Moments()
+    moments.add(x)
+    mean, var = _reference(x)
+    assert moments.count == x.numel() // x.shape[1]
+    np.testing.assert_allclose(moments.means(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(moments.variance(), var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [40, None], ids=["uneven chunks", "fused"])
+@pytest.mark.parametrize("layout", list(_SHAPES))
+def test_moments_merged_over_batches_equal_the_moments_at_once(layout, chunk, monkeypatch):
+    from recommender.models import bnstats
+
+    monkeypatch.setattr(bnstats, "CPU_CHUNK", chunk)  # 40: several chunks per batch too
+    x = _inputs(layout)
+    moments = bnstats._Moments()
+    for part in torch.split(x, [1, 3, 2] if x.shape[0] == 6 else [10, 50, 4]):
+        moments.add(part)
+    mean, var = _reference(x)
+    np.testing.assert_allclose(moments.means(), mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(moments.variance(), var, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", list(_SHAPES))
+def test_moments_of_some_rows_equal_those_of_the_rows_alone(layout):
+    from recommender.models.bnstats import _Moments
+
+    x = _inputs(layout)
+    rows = torch.tensor([0, 2, 3])
+    some, alone = _Moments(), _Moments()
+    some.add(x, rows)
+    alone.add(x[rows].contiguous())
+    assert some.count == alone.count
+    np.testing.assert_allclose(some.means(), alone.means(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(some.variance(), alone.variance(), rtol=1e-12)
+
+
+def test_a_selection_records_only_the_selected_images_of_each_batch():
+    net = _net()
+    torch.manual_seed(3)
+    batches = [torch.randn(4, 3, 6, 6) * 2 for _ in range(3)]
+    masks = [torch.tensor([True, False, True, True]), torch.zeros(4, dtype=torch.bool),
+             torch.ones(4, dtype=torch.bool)]
+    with torch.inference_mode(), BatchNormRecorder(net, BLOCKS) as recorder:
+        for batch, mask in zip(batches, masks):
+            recorder.select(mask if not mask.all() else None)
+            net(batch)
+    expected = _record(net, [b[m] for b, m in zip(batches, masks) if m.any()])
+    for got, want in zip(recorder.per_block(), expected):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    assert recorder.moments["1"].count == (3 + 4) * 4 * 4  # images x positions (6 - 2)²
+
+
+def test_a_selection_of_no_image_reads_no_input():
+    net = _net()
+    with torch.inference_mode(), BatchNormRecorder(net, BLOCKS) as recorder:
+        recorder.select(torch.tensor([], dtype=torch.long))
+        net(torch.randn(2, 3, 5, 5))
+    assert all(m.count == 0 and m.mean is None for m in recorder.moments.values())
+    assert recorder.per_block() == (None, None, None)

@@ -134,6 +134,46 @@ def test_the_twin_sees_every_image_up_to_the_floor_then_a_seeded_subset():
     assert twin_subset(40_000).size == 5000  # N / 8 beyond 4,000
 
 
+def test_up_to_the_floor_the_batchnorm_moments_are_over_every_image(features, few_paths,
+                                                                     backbone):
+    import torch
+    from timm.data import create_transform
+
+    from recommender.data.images import open_rgb
+    from recommender.models.bnstats import BatchNormRecorder
+
+    assert features.random_rows is None  # 8 images: under the floor, the twin saw them all
+    transform = create_transform(**backbone.data_config, is_training=False)
+    x = torch.stack([transform(open_rgb(p)) for p in few_paths])
+    model = backbone.model.eval().to(memory_format=torch.channels_last)
+    try:
+        with torch.inference_mode(), BatchNormRecorder(model, backbone.blocks) as recorder:
+            model(x.to(memory_format=torch.channels_last))  # one batch of all of them
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    for got, want in zip(features.bn_stats, recorder.per_block()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_beyond_the_floor_the_batchnorm_moments_are_over_the_twins_images(
+        features, few_paths, backbone, monkeypatch):
+    import recommender.models.features as features_mod
+
+    monkeypatch.setattr(features_mod, "TWIN_FLOOR", 3)
+    # 8 images in batches of 2: the twin's 3 (rows 2, 3, 4) fill none of the first batch's
+    # images, all of the second's, one of the third's and none of the fourth's.
+    subset = extract_features(few_paths, backbone, batch_size=2, workers=0, use_cache=False)
+    rows = subset.twin_rows()
+    np.testing.assert_array_equal(rows, [2, 3, 4])
+    alone = extract_features([few_paths[i] for i in rows], backbone, batch_size=2, workers=0,
+                             use_cache=False)
+    assert alone.random_rows is None
+    for got, want in zip(subset.bn_stats, alone.bn_stats):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # ... and not those of all 8 images (the features fixture, under the default floor).
+    assert not np.allclose(subset.bn_stats[0][:2], features.bn_stats[0][:2], rtol=1e-3)
+
+
 def test_a_damaged_cache_file_is_replaced(few_paths, backbone, private_cache):
     paths = few_paths[2:4]
     extract_features(paths, backbone, workers=0)

@@ -204,3 +204,14 @@ def test_a_pipe_gets_the_stage_lines_without_progress_bars(monkeypatch):
     advance(1)
     say("Computing probes")
     assert stream.getvalue() == "· Extracting features\n· Computing probes\n"
+
+
+def test_a_twin_subset_is_named_with_what_was_measured_on_it(result):
+    """Beyond 500 images the twin and the BatchNorm statistics saw a subset: one line says so."""
+    from dataclasses import replace
+
+    assert "random-init twin saw" not in _render(result)  # all of them: nothing to say
+    text = " ".join(_render(replace(result, random_init_images=50), width=200).split())
+    images = len(result.dataset.samples)
+    assert f"The random-init twin saw 50 of the {images} images" in text
+    assert "BN shift measures the target's BatchNorm statistics on them" in text

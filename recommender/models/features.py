@@ -3,9 +3,9 @@
 One batched ``inference_mode`` pass over the images feeds both the pre-trained backbone and
 its random-init twin (for the pre-training gain), so each image is decoded once. The same pass
 measures, at every BatchNorm layer of the pre-trained model, the per-channel mean and variance
-of the target's activations next to the layer's stored (source) running statistics. Results are
-cached in the user cache directory, keyed by the image files (paths, sizes, mtimes), the
-model, its weights and the preprocessing.
+of the target's activations (on the twin's images) next to the layer's stored (source)
+running statistics. Results are cached in the user cache directory, keyed by the image files
+(paths, sizes, mtimes), the model, its weights and the preprocessing.
 """
 
 from __future__ import annotations
@@ -30,10 +30,14 @@ from recommender.models.backbones import RANDOM_INIT_SEED, Backbone
 from recommender.models.bnstats import BatchNormRecorder
 
 # Bump when what is stored changes, so old cache entries are not reused.
-FEATURES_VERSION = 3
+# 4: the BatchNorm moments are taken on the twin's subset beyond TWIN_FLOOR images.
+FEATURES_VERSION = 4
 # The random-init twin (for the pre-training gain) sees every image up to TWIN_FLOOR images,
 # then a seeded subset of max(TWIN_FLOOR, N / TWIN_SHARE): its pass costs at most a quarter
-# of the pre-trained one from N = 2,000 on, and an eighth from N = 4,000.
+# of the pre-trained one from N = 2,000 on, and an eighth from N = 4,000. The BatchNorm
+# moments (for BN shift) are taken on the same images: per-channel moments over at least 500
+# images times every spatial position are plenty, and gathering them on every image cost
+# about as much as the forward pass itself.
 TWIN_FLOOR = 500
 TWIN_SHARE = 8
 
@@ -48,7 +52,8 @@ class Features:
     source_probs: np.ndarray  # (N, Cs) softmax of the pre-trained source head
     # Per block: (4, K) float64 rows target mean, target variance, running mean, running
     # variance over the K channels of the block's BatchNorm layers (variances + the layer's
-    # eps: what the layer divides by); None for a block without BatchNorm.
+    # eps: what the layer divides by); None for a block without BatchNorm. The target's
+    # moments are over the images of twin_rows().
     bn_stats: tuple[np.ndarray | None, ...] = ()
     from_cache: bool = False
     # The rows (into ``pretrained``) the twin saw, increasing, one per row of
@@ -59,16 +64,18 @@ class Features:
         return tuple(f.shape[1] for f in self.pretrained)
 
     def twin_rows(self) -> np.ndarray:
-        """The rows of the images the random-init twin saw (all of them up to TWIN_FLOOR)."""
+        """The rows of the images the random-init twin saw (all of them up to TWIN_FLOOR),
+        which are also those the BatchNorm moments were taken on."""
         if self.random_rows is None:
             return np.arange(self.pretrained[0].shape[0] if self.pretrained else 0)
         return self.random_rows
 
 
 def twin_subset(n: int) -> np.ndarray:
-    """Which of ``n`` images (in the canonical order) the random-init twin sees: all of
-    them up to ``TWIN_FLOOR``, else ``max(TWIN_FLOOR, n // TWIN_SHARE)`` drawn without regard
-    to labels (the features are keyed by images, not labels) from a fixed seed; sorted."""
+    """Which of ``n`` images (in the canonical order) the random-init twin and the
+    BatchNorm moments see: all of them up to ``TWIN_FLOOR``, else ``max(TWIN_FLOOR,
+    n // TWIN_SHARE)`` drawn without regard to labels (the features are keyed by images, not
+    labels) from a fixed seed; sorted."""
     size = n if n <= TWIN_FLOOR else max(TWIN_FLOOR, n // TWIN_SHARE)
     if size >= n:
         return np.arange(n)
@@ -240,12 +247,15 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
                 batch = images.to(device, non_blocking=True,
                                   memory_format=torch.channels_last)
                 chosen = torch.from_numpy(in_twin[done - len(errors):done])
+                every, some = bool(chosen.all()), bool(chosen.any())
+                rows = None if every else torch.nonzero(chosen).flatten().to(batch.device)
+                recorder.select(rows)  # the BatchNorm moments: the twin's images only
                 for model, store in zip(models, outputs):
                     part = batch
                     if model is not backbone.model:  # the twin: its subset of the batch
-                        if not bool(chosen.any()):
+                        if not some:
                             continue
-                        part = batch if bool(chosen.all()) else batch[chosen.to(batch.device)]
+                        part = batch if every else batch[rows]
                     points, logits = _forward(model, part, len(backbone.blocks))
                     for column, point in zip(store, points):
                         column.append(point)
