@@ -316,6 +316,22 @@ def render(cells: Mapping[tuple[str, str, str], Cell]) -> str:
                 f"| {'/'.join(pct(v) for v in c.marginal('base_lr').values())} "
                 f"| {describe(c.rec_id, rec_hp)} |")
         lines.append("")
+    lines += ["### Which values win", "",
+              "Per condition and axis: how many complete seed-0 grids each value won (of "
+              "them, clearly: by more than 2 binomial standard errors).", "",
+              "| condition | axis | wins (clear) |", "|---|---|---|"]
+    for backbone, budget in conditions:
+        grids = [c for k, c in cells.items() if k[1:] == (backbone, budget) and c.grid_done]
+        if not grids:
+            continue
+        wins = [c.winners() for c in grids]
+        for axis in AXES:
+            values = sorted({w[axis][0] for w in wins}, key=str)
+            parts = [f"{value_label(axis, v)}: {sum(w[axis][0] == v for w in wins)} "
+                     f"({sum(w[axis][0] == v and w[axis][1] for w in wins)})" for v in values]
+            lines.append(f"| {condition_label(backbone, budget)} | {AXIS_LABEL[axis]} "
+                         f"| {'; '.join(parts)} of {len(grids)} |")
+    lines.append("")
     lines += ["### How often does an axis's winner change?", "",
               "Pairs of complete seed-0 grids that differ in one factor only: *source* (same "
               "size, class counts within one, different source), *size* (same source and "
