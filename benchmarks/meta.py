@@ -298,15 +298,20 @@ def run_main(args: argparse.Namespace) -> int:
 def plan_main(args: argparse.Namespace) -> int:
     rows = t.read_results(args.results)
     need = runs_per_task()
-    print(f"{len(TASKS)} tasks from {len(set(map(origin, TASKS)))} sources; "
-          f"{need} runs per task and condition (backbone x budget)")
+    print(f"{len(TASKS)} tasks from {len(set(map(origin, TASKS)))} sources; up to "
+          f"{need} runs per task and condition (backbone x budget; fewer when the default is "
+          "among the top cells)")
     conditions = [(b, g) for b in (t.DEFAULT_BACKBONE, SECOND_BACKBONE) for g in BUDGETS]
     done = {c: condition_rows(rows, *c) for c in conditions}
+    from benchmarks import meta_report
+
+    complete = {k for k, cell in meta_report.load(rows).items() if cell.complete}
     header = "task".ljust(36) + "classes train/class test/class  est.s/run  " + "  ".join(
         f"{b.removeprefix('tf_efficientnet_')}-{g}" for b, g in conditions)
     print(header)
     for task in sorted(TASKS, key=Task.cost):
-        cells = "  ".join(f"{done[c][task.id]:>3}/{need}".rjust(len(
+        cells = "  ".join(("done" if (task.id, *c) in complete else
+                           f"{done[c][task.id]:>3}/{need}").rjust(len(
             f"{c[0].removeprefix('tf_efficientnet_')}-{c[1]}")) for c in conditions)
         print(f"{task.id:<36}{len(task.classes):>7} {task.train:>11} {task.test:>10} "
               f"{task.cost():>10.0f}  {cells}")

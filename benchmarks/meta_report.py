@@ -96,8 +96,9 @@ class Cell:
 
     @property
     def complete(self) -> bool:
-        need = ["default", self.rec_id, *self.top_cells()]
-        return self.grid_done and all(self.has_seeds(s) for s in need)
+        if not self.grid_done:
+            return False
+        return all(self.has_seeds(s) for s in ["default", self.rec_id, *self.top_cells()])
 
     def confirmed(self) -> list[str]:
         return list(dict.fromkeys(["default", *self.top_cells()]))
@@ -163,7 +164,7 @@ def load(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], Cell]:
         key = (r["dataset"], backbone, budget)
         cell = cells.setdefault(key, Cell(*key, analysis=analyses.get(key[:2])))
         cell.rows.append(dict(r))
-        cell.hps.setdefault(r["setting"], r["hyperparameters"])
+        cell.hps.setdefault(r["setting"], r.get("hyperparameters", {}))
         if r["seed"] == t.GRID_SEED:
             cell.seed0[r["setting"]] = dict(r)
         else:
