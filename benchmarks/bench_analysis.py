@@ -1,6 +1,6 @@
 """The analysis's own cost, each figure a ratio to a baseline measured in the same run.
 
-Four parts (``--part``, repeatable; all by default):
+Six parts (``--part``, repeatable; all by default):
 
 ``help``
     ``python -m recommender --help`` against ``python -c pass``: the CLI's start-up.
@@ -16,6 +16,10 @@ Four parts (``--part``, repeatable; all by default):
     trained and random-init, one thread) with this checkout's solver and with the one of
     ``--baseline-rev`` (scikit-learn's ``LogisticRegression``, loaded from git), with their
     values side by side. Target: the probe stage <= 3 s on 2 cores.
+``workers``
+    The probe stage on the sample's features (each the first call in a fresh process) with
+    the blocks in forked worker processes, as ``run_probes`` runs them on Linux, and in
+    threads, as before and elsewhere; interleaved ``--repeats`` times, values compared.
 ``n2000``
     ``--images`` (2,000) Fashion-MNIST images: one bare forward pass of the default backbone
     over them (the same decoding, batch size and DataLoader workers, ``model(x)`` only, the
@@ -274,17 +278,63 @@ def part_twin(images: int) -> None:
         print(f"| {name} | {a[0]:+.3f} | {a[1]:.3f} | {b[0]:+.3f} | {b[1]:.3f} |")
 
 
+WORKERS_CODE = r"""
+import json, sys, time
+import numpy as np
+from recommender.data.dataset import load_dataset
+from recommender.models.backbones import load_backbone
+from recommender.models.features import extract_features
+import recommender.analysis as analysis
+ds = load_dataset(sys.argv[2])
+features = extract_features([p for p, _ in ds.samples], load_backbone(), workers=0)
+assert features.from_cache
+labels = np.array([label for _, label in ds.samples])
+if sys.argv[1] == "threads":
+    analysis._in_workers = analysis._in_threads
+start = time.perf_counter()
+results = analysis.run_probes(features, labels)
+print(json.dumps({"wall": time.perf_counter() - start, "values": [
+    [r.name, [None if m is None else m.value for m in r.values]] for r in results]}))
+"""
+
+
+def part_workers(repeats: int) -> None:
+    """The probe stage on the sample's features with the blocks in forked worker processes
+    (what run_probes does on Linux) and in threads (elsewhere), each the first call in a
+    fresh process, interleaved ``repeats`` times."""
+    cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-workers-"))
+    _cli([str(SAMPLE)], cache)  # fills the features cache
+    env = {**os.environ, "NBTL_CACHE_DIR": str(cache)}
+    walls: dict[str, list[float]] = {"processes": [], "threads": []}
+    values: dict[str, list] = {}
+    for _ in range(repeats):
+        for mode in walls:
+            done = subprocess.run([sys.executable, "-c", WORKERS_CODE, mode, str(SAMPLE)],
+                                  capture_output=True, text=True, cwd=ROOT, env=env,
+                                  check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            walls[mode].append(result["wall"])
+            values.setdefault(mode, result["values"])
+    print("\n## workers: the probe stage on the sample, blocks in processes vs threads\n")
+    print("| workers | wall s (each run) | best |")
+    print("|---|---|---|")
+    for mode, times in walls.items():
+        print(f"| {mode} | {', '.join(f'{t:.2f}' for t in times)} | {min(times):.2f} |")
+    print(f"\nthreads / processes (best): {min(walls['threads']) / min(walls['processes']):.2f}; "
+          f"the same values: {values['processes'] == values['threads']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", action="append",
-                        choices=["help", "cache", "probes", "n2000", "twin"])
+                        choices=["help", "cache", "probes", "workers", "n2000", "twin"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--twin-images", type=int, default=1000)
     args = parser.parse_args(argv)
-    parts = args.part or ["help", "cache", "probes", "n2000"]
+    parts = args.part or ["help", "cache", "probes", "workers", "n2000"]
     print(f"# bench_analysis: {', '.join(parts)}; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f} at the start")
     if "help" in parts:
@@ -293,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         part_cache(args.repeats)
     if "probes" in parts:
         part_probes(args.baseline_rev)
+    if "workers" in parts:
+        part_workers(args.repeats)
     if "n2000" in parts:
         part_n2000(args.images, args.batch_size)
     if "twin" in parts:

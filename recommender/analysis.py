@@ -9,6 +9,8 @@ the per-block profile and the summary values that :func:`heuristics.advise` take
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,9 +111,9 @@ def run_probes(
 ) -> list[ProbeResult]:
     """Every registered probe: per block when it needs features, else once.
 
-    Blocks are independent, so their probes run in ``jobs`` threads (default: one per CPU
-    core; the fits' arithmetic runs in BLAS and numpy, outside Python's lock, and BLAS on
-    one thread each, so that a value never depends on the number of jobs or cores). A probe
+    Blocks are independent, so their probes run in ``jobs`` workers (default: one per CPU
+    core; forked processes on Linux, threads elsewhere: :func:`_in_workers`), BLAS on one
+    thread each, so that a value never depends on the number of jobs or cores. A probe
     that cannot be computed on some input (``ProbeError``) is recorded as unavailable with
     its message, never as a made-up number. ``on_block(1)`` is called as each block's
     probes finish, so that a progress bar can move during what is otherwise seconds of
@@ -137,7 +139,7 @@ def run_probes(
         labels.shape[0], features.pretrained[i].shape[1], classes))
     by_block = {}
     with _one_blas_thread():
-        for i, column in _in_threads(lambda i: _measure(per_block, inputs[i]), order, jobs):
+        for i, column in _in_workers(lambda i: _measure(per_block, inputs[i]), order, jobs):
             by_block[i] = column
             tick(1)
         once = _measure([p.name for p in registered if p.name not in per_block],
@@ -154,6 +156,57 @@ def run_probes(
             value, error = once[probe.name]
             results.append(ProbeResult(probe.name, False, (value,), (error,), n_samples))
     return results
+
+
+# The work of the forked workers: set before the fork, so that a child inherits it (and
+# the features) without pickling; None outside _in_processes.
+_FORKED_WORK: Callable[[int], Any] | None = None
+
+
+def _in_workers(work: Callable[[int], Any], order: Sequence[int], jobs: int
+                ) -> Iterator[tuple[int, Any]]:
+    """:func:`_in_processes` where ``fork`` is available (Linux), else :func:`_in_threads`."""
+    import multiprocessing
+
+    if jobs > 1 and sys.platform.startswith("linux") \
+            and "fork" in multiprocessing.get_all_start_methods():
+        return _in_processes(work, order, jobs)
+    return _in_threads(work, order, jobs)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_forked(i: int) -> tuple[int, Any]:
+    assert _FORKED_WORK is not None
+    return i, _FORKED_WORK(i)
+
+
+def _in_processes(work: Callable[[int], Any], order: Sequence[int], jobs: int
+                  ) -> Iterator[tuple[int, Any]]:
+    """``(i, work(i))`` for each ``i`` of ``order``, as they finish, from ``jobs`` forked
+    worker processes taking the next ``i`` as they free up.
+
+    Processes, because the fits spend much of their time in Python between small BLAS
+    calls, where threads wait for each other's lock. Forked: nothing to import or pickle
+    but the results. The workers ignore SIGINT, so a Ctrl-C reaches this process alone
+    (no worker prints a traceback) and the pool is terminated on the way out. An exception
+    in ``work`` is raised here."""
+    import multiprocessing
+
+    global _FORKED_WORK
+    _FORKED_WORK = work
+    try:
+        pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_ignore_sigint)
+    finally:
+        _FORKED_WORK = None  # the children have their copy
+    try:
+        yield from pool.imap_unordered(_run_forked, order, chunksize=1)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _in_threads(work: Callable[[int], Any], order: Sequence[int], jobs: int
