@@ -244,8 +244,10 @@ def render(cells: Mapping[tuple[str, str, str], Cell]) -> str:
     need = meta.runs_per_task()
     lines += ["### Progress and compute", "",
               f"{len(meta.TASKS)} tasks from {len({meta.origin(x) for x in meta.TASKS})} "
-              f"sources; {need} runs per task and condition. Compute is the sum of the runs' "
-              "own wall seconds (one torch thread each) plus the analyses.", "",
+              f"sources; up to {need} runs per task and condition (fewer when the default is "
+              "among the top cells). Compute is the sum of the runs' own wall seconds (one "
+              "torch thread each; inflated when other work shared the cores) plus the "
+              "analyses.", "",
               "| condition | tasks complete | grids complete | runs | core-hours |",
               "|---|---|---|---|---|"]
     total = 0.0
