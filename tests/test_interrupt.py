@@ -30,7 +30,15 @@ def start(path: Path, args: list[str], cache: Path) -> subprocess.Popen:
     env = {**os.environ, "NBTL_CACHE_DIR": str(cache), "COLUMNS": "100"}
     return subprocess.Popen(
         [sys.executable, "-m", "recommender", str(path), *args], env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    """SIGINT as a terminal's foreground program has it: a test suite started in the
+    background by a non-interactive shell (``bash .ci/run &``) inherits it ignored, and so
+    would the run under test, which then never sees the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def ctrl_c_at(stage: str, path: Path, args: list[str], cache: Path,
