@@ -44,19 +44,12 @@ class _OldMoments:
     def add(self, x) -> None:
         import torch
 
+        from recommender.models.bnstats import _Moments
+
         dims = [d for d in range(x.ndim) if d != 1]
         n = x.numel() // x.shape[1]
         var, mean = torch.var_mean(x.float(), dim=dims, correction=0)
-        mean = mean.double()
-        m2 = var.double() * n
-        if self.mean is None:
-            self.count, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta * delta * (self.count * n / total)
-        self.count = total
+        _Moments._merge(self, n, mean, var.double() * n)  # the same Chan update as before
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,8 +30,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
-import subprocess
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -273,17 +271,10 @@ def run_main(args: argparse.Namespace) -> int:
     if not present:
         return 1
     ids = [task.id for task in present]
-    helpers = []
-    if args.jobs > 1:  # this process and N-1 local workers on the same queues
-        command = [sys.executable, str(ROOT / "benchmarks" / "transfer.py"), "run", "--role",
-                   "worker", "--data", str(args.data), "--results", str(args.results),
-                   "--only", ",".join(ids), "--epochs", str(epochs), "--size", str(size),
-                   "--threads", str(args.threads), "--device", args.device, "--backbone",
-                   args.backbone]
-        if args.storage:
-            command += ["--storage", args.storage]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        helpers = [subprocess.Popen(command, env=env) for _ in range(args.jobs - 1)]
+    # this process and N-1 local workers on the same queues
+    helpers = t.start_workers(args.jobs - 1, data=args.data, results=args.results, names=ids,
+                              epochs=epochs, size=size, threads=args.threads,
+                              device=args.device, backbone=args.backbone, storage=args.storage)
     try:
         for task in present:
             t.run_dataset(task.id, args.data / task.id, args.results, epochs=epochs, size=size,

@@ -588,6 +588,21 @@ DEFAULT_CELL = cell_id(0, "l2", "one", 0.01)
 
 # --- the command line ------------------------------------------------------------------------
 
+def start_workers(count: int, *, data: Path, results: Path, names: Sequence[str], epochs: int,
+                  size: int, threads: int, device: str, backbone: str,
+                  storage: str | None) -> list[subprocess.Popen]:
+    """``count`` local worker processes (``run --role worker``) on the queues of ``names``,
+    in that order, each with ``threads`` torch and OpenMP threads."""
+    command = [sys.executable, str(Path(__file__).resolve()), "run", "--role", "worker",
+               "--data", str(data), "--results", str(results), "--only", ",".join(names),
+               "--epochs", str(epochs), "--size", str(size), "--threads", str(threads),
+               "--device", device, "--backbone", backbone]
+    if storage:
+        command += ["--storage", storage]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    return [subprocess.Popen(command, env=env) for _ in range(count)]
+
+
 def run_main(args: argparse.Namespace) -> int:
     names = [n for n in (args.only.split(",") if args.only else DATASETS) if n]
     present = []
@@ -608,16 +623,9 @@ def run_main(args: argparse.Namespace) -> int:
                          threads=args.threads, device=args.device, storage=args.storage,
                          backbone_name=args.backbone)
         return 0
-    helpers = []
-    if args.jobs > 1:  # --jobs N: this process and N-1 local workers on the same queue
-        command = [sys.executable, __file__, "run", "--role", "worker", "--data",
-                   str(args.data), "--results", str(args.results), "--only", ",".join(present),
-                   "--epochs", str(args.epochs), "--size", str(args.size), "--threads",
-                   str(args.threads), "--device", args.device, "--backbone", args.backbone]
-        if args.storage:
-            command += ["--storage", args.storage]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        helpers = [subprocess.Popen(command, env=env) for _ in range(args.jobs - 1)]
+    helpers = start_workers(args.jobs - 1, data=args.data, results=args.results, names=present,
+                            epochs=args.epochs, size=args.size, threads=args.threads,
+                            device=args.device, backbone=args.backbone, storage=args.storage)
     try:
         for n in present:
             run_dataset(n, args.data / n, args.results, epochs=args.epochs, size=args.size,
