@@ -89,3 +89,43 @@ def test_an_unknown_solver_is_refused():
     x, y = _data(20, 2, 2, seed=6)
     with pytest.raises(ValueError, match="solver"):
         _logreg.fit(x, y, 1.0, solver="saga")
+
+
+@pytest.mark.parametrize("k", [2, 5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("max_iter", [3, 100])
+def test_the_lean_lbfgs_loop_is_scipys_minimize_bit_for_bit(monkeypatch, k, dtype, max_iter):
+    """_lbfgsb_loop drives scipy's own L-BFGS-B routine without minimize's wrappers: the
+    same coefficients to the last bit, cold and warm-started, stopped by the iteration
+    cap (3) or by convergence (100), as minimize (the fallback for another scipy) gives."""
+    if _logreg._setulb() is None:
+        pytest.skip("this scipy's L-BFGS-B routine has another interface: minimize is used")
+    x, y = _data(150, 12, k, seed=7, noise=2.0)
+    x = x.astype(dtype)
+    lean_cold = _logreg.fit(x, y, 3.0, solver="lbfgs", max_iter=max_iter, tol=1e-3)
+    lean_warm = _logreg.fit(x, y, 10.0, solver="lbfgs", start=lean_cold, max_iter=max_iter,
+                            tol=1e-3)
+    monkeypatch.setattr(_logreg, "_setulb", lambda: None)
+    cold = _logreg.fit(x, y, 3.0, solver="lbfgs", max_iter=max_iter, tol=1e-3)
+    warm = _logreg.fit(x, y, 10.0, solver="lbfgs", start=cold, max_iter=max_iter, tol=1e-3)
+    for ours, theirs in ((lean_cold, cold), (lean_warm, warm)):
+        np.testing.assert_array_equal(ours.coef, theirs.coef)
+        np.testing.assert_array_equal(ours.intercept, theirs.intercept)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_newton_falls_back_to_least_squares_on_the_whole_hessian(monkeypatch, k):
+    """Only the Hessian's upper triangle is built; when Cholesky fails, the least-squares
+    step must see the whole symmetric matrix and reach the same optimum."""
+    import scipy.linalg
+
+    x, y = _data(120, 6, k, seed=8)
+    expected = _logreg.fit(x, y, 1.0, solver="newton-cholesky", max_iter=100, tol=1e-10)
+
+    def fail(*args, **kwargs):
+        raise np.linalg.LinAlgError("not positive definite")
+
+    monkeypatch.setattr(scipy.linalg, "cho_factor", fail)
+    fallback = _logreg.fit(x, y, 1.0, solver="newton-cholesky", max_iter=100, tol=1e-10)
+    np.testing.assert_allclose(_probabilities(fallback.decision(x)),
+                               _probabilities(expected.decision(x)), atol=1e-8)
