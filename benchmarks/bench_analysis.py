@@ -26,6 +26,12 @@ Six parts (``--part``, repeatable; all by default):
     model already loaded), then the whole cold ``nbtl-recommend`` (a fresh process and cache
     folder: imports, scan, weights, extraction with the random-init twin, probes, rules).
     Targets: analysis / forward <= 1.5; probes <= 15 % of the extraction.
+``before`` (not in the default set)
+    The probe stage (``run_probes`` as the CLI runs it, first call in a fresh process) with
+    this checkout and with ``--before-rev`` (a temporary git worktree), interleaved
+    ``--repeats`` times on the same cached features of ``--data`` (default: the bundled
+    sample; ``--cache`` re-uses a cache folder that already holds its features), values
+    compared.
 ``twin`` (not in the default set)
     ``--twin-images`` (1,000) Fashion-MNIST images: the pre-training gain per block (and its
     fold spread) with the random-init twin on every image, and on the seeded subset the
@@ -324,15 +330,56 @@ def part_workers(repeats: int) -> None:
           f"the same values: {values['processes'] == values['threads']}")
 
 
+def part_before(rev: str, repeats: int, data: Path, cache: Path | None) -> None:
+    """The probe stage of this checkout against ``rev``'s, on the same features."""
+    tree = Path(tempfile.mkdtemp(prefix="nbtl-bench-before-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT,
+                   capture_output=True, check=True)
+    try:
+        if cache is None:
+            cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-before-cache-"))
+            _cli([str(data)], cache)  # fills the features cache
+        env = {**os.environ, "NBTL_CACHE_DIR": str(cache)}
+        env.pop("PYTHONPATH", None)
+        walls: dict[str, list[float]] = {rev: [], "this checkout": []}
+        values: dict[str, list] = {}
+        for _ in range(repeats):
+            for name, where in ((rev, tree), ("this checkout", ROOT)):
+                # cwd first on sys.path: each process imports its own tree's packages.
+                done = subprocess.run([sys.executable, "-c", WORKERS_CODE, "processes",
+                                       str(data)], capture_output=True, text=True, cwd=where,
+                                      env=env, check=True)
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+                walls[name].append(result["wall"])
+                values.setdefault(name, result["values"])
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT,
+                       capture_output=True)
+    print(f"\n## before: the probe stage on {data.name}'s features, {rev} vs this checkout\n")
+    print("| probes of | wall s (each run) | best | best / this checkout's |")
+    print("|---|---|---|---|")
+    best = min(walls["this checkout"])
+    for name, times in walls.items():
+        print(f"| {name} | {', '.join(f'{t:.2f}' for t in times)} | {min(times):.2f} | "
+              f"{min(times) / best:.2f} |")
+    print(f"\nthe same values: {values[rev] == values['this checkout']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", action="append",
-                        choices=["help", "cache", "probes", "workers", "n2000", "twin"])
+                        choices=["help", "cache", "probes", "workers", "n2000", "before", "twin"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--twin-images", type=int, default=1000)
+    parser.add_argument("--before-rev", default="26db841",
+                        help="before: the checkout to compare with (default: the last one with "
+                             "scipy's minimize and the full Newton Hessian)")
+    parser.add_argument("--data", type=Path, default=SAMPLE, help="before: the dataset")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="before: a cache folder that already holds --data's features")
     args = parser.parse_args(argv)
     parts = args.part or ["help", "cache", "probes", "workers", "n2000"]
     print(f"# bench_analysis: {', '.join(parts)}; {os.cpu_count()} cores, "
@@ -347,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
         part_workers(args.repeats)
     if "n2000" in parts:
         part_n2000(args.images, args.batch_size)
+    if "before" in parts:
+        part_before(args.before_rev, args.repeats, args.data, args.cache)
     if "twin" in parts:
         part_twin(args.twin_images)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
