@@ -32,6 +32,11 @@ Six parts (``--part``, repeatable; all by default):
     ``--repeats`` times on the same cached features of ``--data`` (default: the bundled
     sample; ``--cache`` re-uses a cache folder that already holds its features), values
     compared.
+``batch`` (not in the default set)
+    One bare forward pass (decoding in the DataLoader's workers + ``model(x)``, as ``n2000``'s
+    baseline) over ``--batch-images`` (512) Fashion-MNIST images at each of ``--batch-sizes``,
+    interleaved ``--repeats`` times: images per second and the ratio to batch 32 (the CPU
+    default before). Also checks that every batch size gives the same features to the bit.
 ``twin`` (not in the default set)
     ``--twin-images`` (1,000) Fashion-MNIST images: the pre-training gain per block (and its
     fold spread) with the random-init twin on every image, and on the seeded subset the
@@ -330,6 +335,56 @@ def part_workers(repeats: int) -> None:
           f"the same values: {values['processes'] == values['threads']}")
 
 
+def part_batch(images: int, sizes: list[int], repeats: int) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import numpy as np
+    import torch
+    from _data import fashion_mnist_images
+    from timm.data import create_transform
+    from torch.utils.data import DataLoader
+
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import _collate, _forward, _ImageFiles, default_workers
+
+    root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
+    fashion_mnist_images(images, root)
+    backbone = load_backbone()
+    transform = create_transform(**backbone.data_config, is_training=False)
+    files = _ImageFiles(sorted(root.glob("*/*.png")), transform)
+    model = backbone.model.eval().to(memory_format=torch.channels_last)
+
+    def forward(size: int) -> float:
+        loader = DataLoader(files, batch_size=size, num_workers=default_workers("cpu"),
+                            collate_fn=_collate)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for batch, _ in loader:
+                model(batch.to(memory_format=torch.channels_last))
+        return time.perf_counter() - start
+
+    walls: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(repeats):
+        for size in sizes:
+            walls[size].append(forward(size))
+    # The same features whatever the batch: eval mode, and the kernels do not mix images.
+    first = torch.stack([files[i][0] for i in range(32)]).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        whole, _ = _forward(model, first, len(backbone.blocks))
+        parts = [_forward(model, first[i:i + 8], len(backbone.blocks))[0] for i in (0, 8, 16, 24)]
+    same = all(np.array_equal(w, np.concatenate([p[k] for p in parts]))
+               for k, w in enumerate(whole))
+    print(f"\n## batch: the bare forward pass over {images} images by batch size, "
+          f"{torch.get_num_threads()} torch threads, {default_workers('cpu')} decoding workers\n")
+    print("| batch size | wall s (each run) | images/s (best) | / batch 32 |")
+    print("|---|---|---|---|")
+    base = min(walls[32]) if 32 in walls else None
+    for size, times in walls.items():
+        ratio = f"{base / min(times):.2f}" if base else "-"
+        print(f"| {size} | {', '.join(f'{t:.1f}' for t in times)} | {images / min(times):.1f} | "
+              f"{ratio} |")
+    print(f"\nfeatures of 32 images in one batch of 32 and in four of 8: the same bits: {same}")
+
+
 def part_before(rev: str, repeats: int, data: Path, cache: Path | None) -> None:
     """The probe stage of this checkout against ``rev``'s, on the same features."""
     tree = Path(tempfile.mkdtemp(prefix="nbtl-bench-before-")) / "tree"
@@ -368,12 +423,17 @@ def part_before(rev: str, repeats: int, data: Path, cache: Path | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", action="append",
-                        choices=["help", "cache", "probes", "workers", "n2000", "before", "twin"])
+                        choices=["help", "cache", "probes", "workers", "n2000", "before", "batch",
+                                 "twin"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="n2000: images per batch (default: the CLI's on the CPU, 8)")
     parser.add_argument("--twin-images", type=int, default=1000)
+    parser.add_argument("--batch-images", type=int, default=512)
+    parser.add_argument("--batch-sizes", default="4,8,16,32,64",
+                        type=lambda text: [int(v) for v in text.split(",")])
     parser.add_argument("--before-rev", default="26db841",
                         help="before: the checkout to compare with (default: the last one with "
                              "scipy's minimize and the full Newton Hessian)")
@@ -393,7 +453,11 @@ def main(argv: list[str] | None = None) -> int:
     if "workers" in parts:
         part_workers(args.repeats)
     if "n2000" in parts:
-        part_n2000(args.images, args.batch_size)
+        from recommender.models.features import default_batch_size
+
+        part_n2000(args.images, args.batch_size or default_batch_size("cpu"))
+    if "batch" in parts:
+        part_batch(args.batch_images, args.batch_sizes, args.repeats)
     if "before" in parts:
         part_before(args.before_rev, args.repeats, args.data, args.cache)
     if "twin" in parts:

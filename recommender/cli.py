@@ -84,8 +84,9 @@ def recommend_command(
     max_per_class: Annotated[int | None, typer.Option(
         "--max-per-class", help="Use at most N images per class, sampled with --seed.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = _OPTIONS.seed,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per batch.")]
-        = _OPTIONS.batch_size,
+    batch_size: Annotated[int | None, typer.Option(
+        "--batch-size", help="Images per forward pass of the feature extraction (default: 8 "
+                             "on the CPU, 32 on a GPU).")] = _OPTIONS.batch_size,
     workers: Annotated[int | None, typer.Option(
         "--workers", help="DataLoader worker processes (default: min(4, CPU count)).")] = None,
     device: Annotated[str, typer.Option(

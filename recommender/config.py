@@ -103,7 +103,7 @@ class Options:
     image_size: int | None = None
     max_per_class: int | None = None
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int | None = None  # None: 8 on the CPU, 32 on a GPU (feature extraction)
     workers: int | None = None
     device: str = "auto"
     use_cache: bool = True
@@ -166,6 +166,9 @@ class Options:
     def check(self) -> None:
         """Refuse, before any work, a value that cannot work (``UsageError``)."""
         check_device(self.device)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise UsageError(f"--batch-size {self.batch_size} must be at least 1 (or left out: "
+                             "8 on the CPU, 32 on a GPU).")
         if self.scratch_epochs is not None and self.scratch_epochs < 1:
             raise UsageError(f"--scratch-epochs {self.scratch_epochs} must be at least 1.")
         if self.search is not None:

@@ -20,10 +20,17 @@ from recommender.errors import UsageError
 
 def test_defaults_live_in_the_options():
     options = Options()
-    assert options.seed == 0 and options.batch_size == 32 and options.device == "auto"
+    assert options.seed == 0 and options.batch_size is None and options.device == "auto"
     assert options.validation is None and options.search is None
     assert options.scratch_epochs is None and dict(options.overrides) == {}
     assert ValidationOptions().epochs == VALIDATE_EPOCHS
+
+
+def test_a_batch_size_below_one_is_refused_before_any_work():
+    with pytest.raises(UsageError, match="--batch-size 0 must be at least 1"):
+        Options(batch_size=0).check()
+    Options(batch_size=1).check()
+    Options().check()  # None: by device
 
 
 def test_flat_keyword_arguments_map_onto_nested_options():

@@ -47,6 +47,24 @@ def test_batch_size_and_workers_do_not_change_the_features(features, few_paths, 
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_the_cpu_extracts_in_batches_of_8_unless_told(sample_dir, backbone):
+    """bench_analysis --part batch: 8 is faster than 32 on a 2-core CPU, same features."""
+    from recommender.models.features import default_batch_size
+
+    paths = sorted(sample_dir.glob("*/*.png"))[::20]  # 10 images
+    sizes: list[int] = []
+    chosen = extract_features(paths, backbone, workers=0, device="cpu", use_cache=False,
+                              on_batch=sizes.append)
+    assert sizes == [8, 2]
+    told: list[int] = []
+    whole = extract_features(paths, backbone, batch_size=32, workers=0, device="cpu",
+                             use_cache=False, on_batch=told.append)
+    assert told == [10]
+    for a, b in zip(chosen.pretrained, whole.pretrained):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert (default_batch_size("cpu"), default_batch_size("cuda:1")) == (8, 32)
+
+
 def test_penultimate_features_match_the_models_own_pre_logits(features, few_paths, backbone):
     import torch
     from timm.data import create_transform
