@@ -139,3 +139,24 @@ def test_shrinkage_h_score_is_invariant_to_the_scale_of_the_features():
     assert shrinkage_h_score(1e3 * f, labels) == pytest.approx(
         shrinkage_h_score(f, labels), rel=1e-9
     )
+
+
+def test_both_scores_share_one_eigendecomposition_per_input(monkeypatch):
+    """The spectrum is memoised by content: a block's two scores compute it once, other
+    features or labels get their own, and a memoised value equals a fresh one."""
+    import importlib
+
+    module = importlib.import_module("probes.h_score")  # probes.h_score is the function
+    rng = np.random.default_rng(3)
+    f, labels = rng.normal(size=(80, 12)), np.arange(80) % 4
+    module._MEMO.clear()
+    fresh = (h_score(f, labels), shrinkage_h_score(f, labels))
+    calls = []
+    real = module._spectrum
+    monkeypatch.setattr(module, "_spectrum", lambda *a: calls.append(1) or real(*a))
+    module._MEMO.clear()
+    assert (h_score(f, labels), shrinkage_h_score(f, labels)) == fresh
+    assert len(calls) == 1
+    h_score(f + 1e-3, labels)
+    h_score(f, labels[::-1].copy())
+    assert len(calls) == 3
