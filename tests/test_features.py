@@ -190,6 +190,33 @@ def test_beyond_the_floor_the_batchnorm_moments_are_over_the_twins_images(
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     # ... and not those of all 8 images (the features fixture, under the default floor).
     assert not np.allclose(subset.bn_stats[0][:2], features.bn_stats[0][:2], rtol=1e-3)
+    for got, want in zip(subset.random_features, alone.random_features):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_twin_waits_for_a_full_batch_of_its_images(few_paths, backbone, monkeypatch):
+    """Its 3 images of 8 come 2 and 1 per batch of 4: it runs once, on all 3, and gives the
+    features it gives them alone (in batches of 2: 2, then the last 1)."""
+    import recommender.models.features as features_mod
+
+    monkeypatch.setattr(features_mod, "TWIN_FLOOR", 3)
+    twin_batches: list[int] = []
+    real = features_mod._forward
+
+    def spy(model, batch, num_blocks):
+        if model is not backbone.model:
+            twin_batches.append(len(batch))
+        return real(model, batch, num_blocks)
+
+    monkeypatch.setattr(features_mod, "_forward", spy)
+    waited = extract_features(few_paths, backbone, batch_size=4, workers=0, use_cache=False)
+    assert twin_batches == [3]
+    twin_batches.clear()
+    pairs = extract_features(few_paths, backbone, batch_size=2, workers=0, use_cache=False)
+    assert twin_batches == [2, 1]
+    np.testing.assert_array_equal(waited.twin_rows(), [2, 3, 4])
+    for got, want in zip(waited.random_features, pairs.random_features):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_a_damaged_cache_file_is_replaced(few_paths, backbone, private_cache):
