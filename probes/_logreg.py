@@ -202,8 +202,8 @@ def _lbfgsb_loop(fun, x0: np.ndarray, args: tuple, max_iter: int, tol: float) ->
 
 
 def _newton(x, target, w0, l2, max_iter, tol) -> np.ndarray:
-    """Damped Newton with the exact Hessian, solved by Cholesky, and a backtracking line
-    search.
+    """Damped Newton with the exact Hessian, solved by Cholesky (or, multinomial with fewer
+    rows than weights, through the Woodbury identity), and a backtracking line search.
 
     In the multinomial case the scores are unchanged when one constant is added to every
     intercept, a flat direction of the objective (the intercepts are not penalised): the
@@ -246,7 +246,9 @@ def _newton(x, target, w0, l2, max_iter, tol) -> np.ndarray:
         g = grad[free]
         # The Hessian's upper triangle only (Cholesky reads no more): a symmetric rank-k
         # update does half a matrix product's work. Column-major throughout, so that
-        # neither BLAS nor LAPACK copies it.
+        # neither BLAS nor LAPACK copies it. With fewer rows than weights (multinomial),
+        # the step comes from an N x N system instead (_woodbury_step).
+        step = None
         if binary:
             weighted = xb * np.sqrt(prob[:, 0] * (1.0 - prob[:, 0]))[:, None]
             hess = syrk(1.0, weighted.T)
@@ -255,20 +257,24 @@ def _newton(x, target, w0, l2, max_iter, tol) -> np.ndarray:
             # H[(a, i), (b, j)] = sum_n x_ni x_nj p_na (delta_ab - p_nb) / N: the block
             # diagonal of sum_n p_na x_n x_n', minus the Gram matrix of the rows p_na x_n;
             # the held intercept's row and column (the last) are left out.
-            scaled = (prob[:, :, None] * xb[:, None, :]).reshape(n, k * (d + 1))[:, :-1]
-            hess = syrk(-1.0, scaled.T)
-            for a in range(k):
-                rows = slice(a * (d + 1), min((a + 1) * (d + 1), k * (d + 1) - 1))
-                hess[rows, rows] += scaled[:, rows].T @ xb[:, : rows.stop - rows.start]
-            hess /= n
-        hess[np.diag_indices_from(hess)] += penalty
-        try:
-            factor = scipy.linalg.cho_factor(hess, lower=False, overwrite_a=True,
-                                             check_finite=False)
-            step = -scipy.linalg.cho_solve(factor, g, check_finite=False)
-        except (np.linalg.LinAlgError, ValueError):  # singular at machine precision
-            full = np.triu(hess) + np.triu(hess, 1).T
-            step = -np.linalg.lstsq(full, g, rcond=None)[0]
+            if n < k * (d + 1) - 1:  # fewer rows than free weights
+                step = _woodbury_step(prob, xb, grad, l2)
+            if step is None:
+                scaled = (prob[:, :, None] * xb[:, None, :]).reshape(n, k * (d + 1))[:, :-1]
+                hess = syrk(-1.0, scaled.T)
+                for a in range(k):
+                    rows = slice(a * (d + 1), min((a + 1) * (d + 1), k * (d + 1) - 1))
+                    hess[rows, rows] += scaled[:, rows].T @ xb[:, : rows.stop - rows.start]
+                hess /= n
+        if step is None:
+            hess[np.diag_indices_from(hess)] += penalty
+            try:
+                factor = scipy.linalg.cho_factor(hess, lower=False, overwrite_a=True,
+                                                 check_finite=False)
+                step = -scipy.linalg.cho_solve(factor, g, check_finite=False)
+            except (np.linalg.LinAlgError, ValueError):  # singular at machine precision
+                full = np.triu(hess) + np.triu(hess, 1).T
+                step = -np.linalg.lstsq(full, g, rcond=None)[0]
         decrement = float(-g @ step)
         if np.max(np.abs(g)) <= tol and 0.5 * decrement <= tol:
             break
@@ -287,3 +293,46 @@ def _newton(x, target, w0, l2, max_iter, tol) -> np.ndarray:
         w, loss, prob = new, trial_loss, trial_prob
     return w
 
+
+def _woodbury_step(prob: np.ndarray, xb: np.ndarray, grad: np.ndarray,
+                   l2: float) -> np.ndarray | None:
+    """The multinomial Newton step -H^-1 g from an N x N system, for N < K (D + 1) - 1.
+
+    H = A - U'U with A = blockdiag_a(sum_n p_na x_n x_n') / N + the penalty (K blocks of
+    D + 1, positive definite: each holds the intercept's sum_n p_na > 0) and U the rows
+    p_n (x) x_n / sqrt(N). By the Sherman-Morrison-Woodbury identity
+
+        H^-1 g = A^-1 g + A^-1 U' (I - U A^-1 U')^-1 U A^-1 g,
+
+    where I - U A^-1 U' is positive definite exactly when H is (a Schur complement). The
+    blocks are solved in one batched call: O(K D^2 N + N^2 K D) work and a handful of numpy
+    calls, instead of the whole Hessian's O(N K^2 D^2 + K^3 D^3) (about 2x fewer operations
+    on the sample's stage 3: K = 10, D = 40, N = 107-160). The held intercept (see
+    :func:`_newton`) is a coordinate of A's last block with a unit diagonal and nothing
+    else, so its step is 0. ``grad`` is the (K, D + 1) gradient. None when a system is
+    singular at machine precision: the caller then solves the whole one.
+    """
+    n, k = prob.shape
+    d1 = xb.shape[1]
+    u = prob.T[:, :, None] * xb[None, :, :]  # (K, N, D + 1): the rows p_na x_n
+    blocks = u.transpose(0, 2, 1) @ xb
+    blocks /= n
+    blocks[:, np.arange(d1 - 1), np.arange(d1 - 1)] += l2  # the weights; not the intercepts
+    u[-1, :, -1] = 0.0  # the held intercept
+    blocks[-1, -1, :] = 0.0
+    blocks[-1, :, -1] = 0.0
+    blocks[-1, -1, -1] = 1.0
+    u /= np.sqrt(n)
+    g = grad.copy()
+    g[-1, -1] = 0.0
+    try:
+        solved = np.linalg.solve(blocks, np.concatenate(
+            [u.transpose(0, 2, 1), g[:, :, None]], axis=2))  # A^-1 [U' | g], block by block
+        a_ut = solved[:, :, :n].reshape(k * d1, n)
+        a_g = solved[:, :, n].reshape(k * d1)
+        u_flat = u.transpose(1, 0, 2).reshape(n, k * d1)
+        schur = np.eye(n) - u_flat @ a_ut
+        y = np.linalg.solve(schur, u_flat @ a_g)
+    except np.linalg.LinAlgError:
+        return None
+    return -(a_g + a_ut @ y)[:-1]

@@ -129,3 +129,47 @@ def test_newton_falls_back_to_least_squares_on_the_whole_hessian(monkeypatch, k)
     fallback = _logreg.fit(x, y, 1.0, solver="newton-cholesky", max_iter=100, tol=1e-10)
     np.testing.assert_allclose(_probabilities(fallback.decision(x)),
                                _probabilities(expected.decision(x)), atol=1e-8)
+
+
+def _dense_hessian(prob: np.ndarray, xb: np.ndarray, l2: float) -> np.ndarray:
+    """The multinomial Hessian written out entry by entry's formula, the held (last)
+    intercept removed: sum_n x_ni x_nj p_na (delta_ab - p_nb) / N + l2 on the weights."""
+    n, k = prob.shape
+    d1 = xb.shape[1]
+    hess = np.zeros((k * d1, k * d1))
+    for i in range(n):
+        outer = np.diag(prob[i]) - np.outer(prob[i], prob[i])
+        hess += np.kron(outer, np.outer(xb[i], xb[i])) / n
+    penalty = np.tile(np.r_[np.full(d1 - 1, l2), 0.0], k)
+    return (hess + np.diag(penalty))[:-1, :-1]
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(12, 10, 3), (30, 8, 6), (50, 20, 4)])
+def test_the_woodbury_step_solves_the_whole_hessian(n, d, k):
+    """With fewer rows than weights the step comes from an N x N system: the same step
+    as the whole Hessian's solve, to rounding."""
+    rng = np.random.default_rng(n)
+    xb = np.hstack([rng.normal(size=(n, d)), np.ones((n, 1))])
+    raw = rng.normal(size=(n, k))
+    prob = np.exp(raw) / np.exp(raw).sum(axis=1, keepdims=True)
+    grad = rng.normal(size=(k, d + 1))
+    l2 = 0.01
+    step = _logreg._woodbury_step(prob, xb, grad, l2)
+    expected = -np.linalg.solve(_dense_hessian(prob, xb, l2), grad.ravel()[:-1])
+    np.testing.assert_allclose(step, expected, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("c", [1e-2, 1.0, 100.0])
+def test_fewer_rows_than_weights_reach_scikit_learns_optimum(monkeypatch, c):
+    """N = 40 rows, 5 classes x 11 weights: the Woodbury path, and the whole-Hessian path
+    it falls back to, both reach scikit-learn's optimum."""
+    x, y = _data(40, 10, 5, seed=9, noise=2.0)
+    x_new, _ = _data(60, 10, 5, seed=10, noise=2.0)
+    theirs = sklearn_linear.LogisticRegression(C=c, solver="newton-cholesky", max_iter=2000,
+                                               tol=1e-10).fit(x, y)
+    ours = _logreg.fit(x, y, c, solver="newton-cholesky", max_iter=2000, tol=1e-10)
+    monkeypatch.setattr(_logreg, "_woodbury_step", lambda *args: None)
+    whole = _logreg.fit(x, y, c, solver="newton-cholesky", max_iter=2000, tol=1e-10)
+    for model in (ours, whole):
+        np.testing.assert_allclose(_probabilities(model.decision(x_new)),
+                                   theirs.predict_proba(x_new), atol=1e-5)
