@@ -241,6 +241,10 @@ def render(cells: Mapping[tuple[str, str, str], Cell]) -> str:
     lines: list[str] = []
     conditions = sorted({k[1:] for k in cells}, key=lambda c: (c[0], list(meta.BUDGETS).index(
         c[1])))
+    # The planned conditions, started or not (the second backbone and the long budget run on
+    # their repeat tasks only), then any other condition the results hold.
+    planned = [(b, g) for b in (t.DEFAULT_BACKBONE, meta.SECOND_BACKBONE) for g in meta.BUDGETS]
+    progress = planned + [c for c in conditions if c not in planned]
     need = meta.runs_per_task()
     lines += ["### Progress and compute", "",
               f"{len(meta.TASKS)} tasks from {len({meta.origin(x) for x in meta.TASKS})} "
@@ -248,18 +252,21 @@ def render(cells: Mapping[tuple[str, str, str], Cell]) -> str:
               "among the top cells). Compute is the sum of the runs' own wall seconds (one "
               "torch thread each; inflated when other work shared the cores) plus the "
               "analyses.", "",
-              "| condition | tasks complete | grids complete | runs | core-hours |",
-              "|---|---|---|---|---|"]
+              "| condition | tasks complete | grids complete | runs | core-hours | still to run |",
+              "|---|---|---|---|---|---|"]
     total = 0.0
-    for backbone, budget in conditions:
+    for backbone, budget in progress:
         group = [c for k, c in cells.items() if k[1:] == (backbone, budget)]
         seconds = sum(r.get("seconds", 0.0) for c in group for r in c.rows)
         seconds += sum((c.analysis or {}).get("seconds", 0.0) for c in group)
         total += seconds
+        tasks = [x.id for x in meta.default_tasks(backbone, budget)]
+        complete = {c.task for c in group if c.complete}
+        missing = [x for x in tasks if x not in complete]
         lines.append(f"| {condition_label(backbone, budget)} | "
-                     f"{sum(c.complete for c in group)}/{len(meta.TASKS)} | "
+                     f"{len(complete & set(tasks))}/{len(tasks)} | "
                      f"{sum(c.grid_done for c in group)} | {sum(len(c.rows) for c in group)} | "
-                     f"{seconds / 3600:.1f} |")
+                     f"{seconds / 3600:.1f} | {', '.join(missing) or '–'} |")
     lines += ["", f"Total: {total / 3600:.1f} core-hours (2-core x86-64 CPU, two runs at a "
               "time).", ""]
     for backbone, budget in conditions:
