@@ -147,9 +147,9 @@ def test_the_twin_sees_every_image_up_to_the_floor_then_a_seeded_subset():
 
     np.testing.assert_array_equal(twin_subset(TWIN_FLOOR), np.arange(TWIN_FLOOR))
     rows = twin_subset(2000)
-    assert rows.size == 500 and np.all(np.diff(rows) > 0) and rows.max() < 2000
+    assert rows.size == 250 and np.all(np.diff(rows) > 0) and rows.max() < 2000
     np.testing.assert_array_equal(rows, twin_subset(2000))  # seeded
-    assert twin_subset(40_000).size == 5000  # N / 8 beyond 4,000
+    assert twin_subset(40_000).size == 5000  # N / 8 beyond 2,000
 
 
 def test_up_to_the_floor_the_batchnorm_moments_are_over_every_image(features, few_paths,
@@ -178,8 +178,7 @@ def test_beyond_the_floor_the_batchnorm_moments_are_over_the_twins_images(
     import recommender.models.features as features_mod
 
     monkeypatch.setattr(features_mod, "TWIN_FLOOR", 3)
-    # 8 images in batches of 2: the twin's 3 (rows 2, 3, 4) fill none of the first batch's
-    # images, all of the second's, one of the third's and none of the fourth's.
+    # 8 images in batches of 2: the twin's 3 (rows 2, 3, 4) are the first two batches.
     subset = extract_features(few_paths, backbone, batch_size=2, workers=0, use_cache=False)
     rows = subset.twin_rows()
     np.testing.assert_array_equal(rows, [2, 3, 4])
@@ -194,29 +193,47 @@ def test_beyond_the_floor_the_batchnorm_moments_are_over_the_twins_images(
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_the_twin_waits_for_a_full_batch_of_its_images(few_paths, backbone, monkeypatch):
-    """Its 3 images of 8 come 2 and 1 per batch of 4: it runs once, on all 3, and gives the
-    features it gives them alone (in batches of 2: 2, then the last 1)."""
+def test_the_twins_images_come_first_in_batches_of_their_own(few_paths, backbone, monkeypatch):
+    """Its 3 images of 8 (rows 2, 3, 4) make the first batch (of 4): the twin runs on that
+    one alone, the other 5 images follow in batches of 4 and 1; in batches of 2 the twin runs
+    on 2, then 1. Either way every image gets the features it gets in any other batch, in
+    its own row."""
+    import torch
+
     import recommender.models.features as features_mod
 
     monkeypatch.setattr(features_mod, "TWIN_FLOOR", 3)
-    twin_batches: list[int] = []
+    seen: dict[str, list[int]] = {"pretrained": [], "twin": []}
     real = features_mod._forward
 
+    head = backbone.model.get_classifier().weight  # the same in the BatchNorm-folded copy
+
     def spy(model, batch, num_blocks):
-        if model is not backbone.model:
-            twin_batches.append(len(batch))
+        pretrained = torch.equal(model.get_classifier().weight, head)
+        seen["pretrained" if pretrained else "twin"].append(len(batch))
         return real(model, batch, num_blocks)
 
     monkeypatch.setattr(features_mod, "_forward", spy)
-    waited = extract_features(few_paths, backbone, batch_size=4, workers=0, use_cache=False)
-    assert twin_batches == [3]
-    twin_batches.clear()
+    fours = extract_features(few_paths, backbone, batch_size=4, workers=0, use_cache=False)
+    assert seen == {"pretrained": [3, 4, 1], "twin": [3]}
+    seen = {"pretrained": [], "twin": []}
     pairs = extract_features(few_paths, backbone, batch_size=2, workers=0, use_cache=False)
-    assert twin_batches == [2, 1]
-    np.testing.assert_array_equal(waited.twin_rows(), [2, 3, 4])
-    for got, want in zip(waited.random_features, pairs.random_features):
+    assert seen == {"pretrained": [2, 1, 2, 2, 1], "twin": [2, 1]}
+    np.testing.assert_array_equal(fours.twin_rows(), [2, 3, 4])
+    for got, want in zip(fours.random_features, pairs.random_features):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    monkeypatch.setattr(features_mod, "TWIN_FLOOR", 8)  # all 8 in one batch, in row order
+    models = []
+    monkeypatch.setattr(features_mod, "_forward",
+                        lambda model, *args: models.append(model) or real(model, *args))
+    one_batch = extract_features(few_paths, backbone, batch_size=8, workers=0, use_cache=False)
+    for got, want in zip(fours.pretrained, one_batch.pretrained):  # back in row order
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fours.source_probs, one_batch.source_probs, rtol=1e-4,
+                               atol=1e-6)
+    # Up to the floor every image is the twin's: the models as loaded, nothing folded, so
+    # the features are those of every earlier version.
+    assert models[0] is backbone.model and len(models) == 2
 
 
 def test_a_damaged_cache_file_is_replaced(few_paths, backbone, private_cache):

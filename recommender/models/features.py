@@ -1,11 +1,14 @@
 """Layer-wise features in one pass: pooled stage outputs, penultimate features, source head.
 
 One batched ``inference_mode`` pass over the images feeds both the pre-trained backbone and
-its random-init twin (for the pre-training gain), so each image is decoded once. The same pass
-measures, at every BatchNorm layer of the pre-trained model, the per-channel mean and variance
-of the target's activations (on the twin's images) next to the layer's stored (source)
-running statistics. Results are cached in the user cache directory, keyed by the image files
-(paths, sizes, mtimes), the model, its weights and the preprocessing.
+its random-init twin (for the pre-training gain), so each image is decoded once. The twin's
+images (a seeded subset beyond ``TWIN_FLOOR``) come first, in batches of their own; on them
+the pass also measures, at every BatchNorm layer of the pre-trained model, the per-channel
+mean and variance of the target's activations next to the layer's stored (source) running
+statistics. The other images run through a copy of the pre-trained model with its BatchNorm
+layers folded into the convolutions (``recommender.models.fusion``: the same features up to
+float rounding, in less time). Results are cached in the user cache directory, keyed by the
+image files (paths, sizes, mtimes), the model, its weights and the preprocessing.
 """
 
 from __future__ import annotations
@@ -28,17 +31,21 @@ from recommender.data.images import UnreadableImage, changed_during_run, open_rg
 from recommender.errors import UsageError
 from recommender.models.backbones import RANDOM_INIT_SEED, Backbone
 from recommender.models.bnstats import BatchNormRecorder
+from recommender.models.fusion import fold_batchnorm
 
 # Bump when what is stored changes, so old cache entries are not reused.
 # 4: the BatchNorm moments are taken on the twin's subset beyond TWIN_FLOOR images.
-FEATURES_VERSION = 4
+# 5: the twin's images first, in batches of their own; BatchNorm folded elsewhere.
+FEATURES_VERSION = 5
 # The random-init twin (for the pre-training gain) sees every image up to TWIN_FLOOR images,
-# then a seeded subset of max(TWIN_FLOOR, N / TWIN_SHARE): its pass costs at most a quarter
-# of the pre-trained one from N = 2,000 on, and an eighth from N = 4,000. The BatchNorm
-# moments (for BN shift) are taken on the same images: per-channel moments over at least 500
-# images times every spatial position are plenty, and gathering them on every image cost
-# about as much as the forward pass itself.
-TWIN_FLOOR = 500
+# then a seeded subset of max(TWIN_FLOOR, N / TWIN_SHARE): its pass costs an eighth of the
+# pre-trained one from N = 2,000 on. The BatchNorm moments (for BN shift) are taken on the
+# same images: per-channel moments over 250 images times every spatial position are plenty.
+# 250 rather than 500 (before): at N = 2,000 the twin's pass is an eighth of the pre-trained
+# one instead of a quarter, and the moments are taken on half the images, for a pre-training
+# gain whose spread over seeded subsets rose from 0.018-0.032 to 0.020-0.046 per block
+# (benchmarks/bench_analysis.py --part twin).
+TWIN_FLOOR = 250
 TWIN_SHARE = 8
 
 
@@ -111,10 +118,11 @@ def _collate(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, list[
     return torch.stack([tensor for tensor, _ in items]), errors
 
 
-def _raise_unreadable(paths: Sequence[Path], start: int, errors: Sequence[str]) -> None:
-    for offset, reason in enumerate(errors):
+def _raise_unreadable(paths: Sequence[Path], errors: Sequence[str]) -> None:
+    """The first of a batch's images (``paths``) that failed to decode, as an error."""
+    for path, reason in zip(paths, errors):
         if reason:
-            raise changed_during_run(paths[start + offset], reason, "feature extraction")
+            raise changed_during_run(path, reason, "feature extraction")
 
 
 def cache_key(paths: Sequence[Path], backbone: Backbone, precision: str = "float32") -> str:
@@ -232,68 +240,67 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
     transform = create_transform(**backbone.data_config, is_training=False)
     if workers is None:
         workers = default_workers(device)
+    # The twin's images come first, in batches of their own: the twin runs on the same
+    # batches as the pre-trained model, and the BatchNorm moments are taken on whole batches
+    # (gathering a few rows out of every layer's input cost almost as much as taking the
+    # moments of all of them). The rest follow, pre-trained model only. In eval mode an
+    # image's features do not depend on its batch; the rows are put back in order below.
+    twin = twin_subset(len(paths))
+    rest = np.setdiff1d(np.arange(len(paths)), twin)
+    batches = [part[i:i + batch_size].tolist() for part in (twin, rest)
+               for i in range(0, len(part), batch_size)]
+    twin_batches = -(-len(twin) // batch_size)
     cuda = device.startswith("cuda")
     # Pinned host memory lets the copy to the GPU run asynchronously (non_blocking below),
     # overlapping the next batch's decoding.
     loader = DataLoader(
-        _ImageFiles(paths, transform), batch_size=batch_size, shuffle=False,
+        _ImageFiles(paths, transform), batch_sampler=batches,
         num_workers=workers, pin_memory=cuda, collate_fn=_collate,
     )
     half = (torch.autocast("cuda", dtype=torch.float16) if _precision(device) == "float16"
             else contextlib.nullcontext())
-    twin = twin_subset(len(paths))
-    in_twin = np.zeros(len(paths), dtype=bool)
-    in_twin[twin] = True
     models = [backbone.model, backbone.untrained_model()]
     modes = [m.training for m in models]
     # channels_last is about 1.4x faster for these convolutions on CPU (and on GPU).
     for model in models:
         model.eval().to(device, memory_format=torch.channels_last)
+    # Beyond the twin's images, a copy of the pre-trained model with its BatchNorm layers
+    # folded into the convolutions (see models.fusion) runs the pass. The twin's batches run
+    # the models as loaded: the BatchNorm moments are taken there (the recorder's hooks are
+    # on the original), and the random-init twin's features, to which the linear probe's
+    # argmax is sensitive, stay the bits they were (up to TWIN_FLOOR images, every feature).
+    example = torch.randn((2, *backbone.data_config["input_size"]),
+                          generator=torch.Generator().manual_seed(0))
+    example = example.to(device, memory_format=torch.channels_last)
+    folded = fold_batchnorm(models[0], example) if len(twin) < len(paths) else None
+    pretrained = folded or models[0]
     outputs: list[list[list[np.ndarray]]] = [[[] for _ in backbone.blocks] for _ in models]
     probs: list[np.ndarray] = []
     recorder = BatchNormRecorder(backbone.model, backbone.blocks)
-    # The twin's images wait here until they fill a batch: a quarter of each batch (the
-    # twin's share beyond TWIN_FLOOR images) would run it at a quarter of the batch size,
-    # much slower per image. In eval mode an image's features do not depend on its batch.
-    waiting: list[torch.Tensor] = []
-
-    def run_twin(at_least: int) -> None:
-        if sum(len(part) for part in waiting) >= max(at_least, 1):
-            part = torch.cat(waiting) if len(waiting) > 1 else waiting[0]
-            waiting.clear()
-            points, _ = _forward(models[1], part, len(backbone.blocks))
-            for column, point in zip(outputs[1], points):
-                column.append(point)
-
     try:
         with torch.inference_mode(), recorder, half:
-            done = 0
-            for images, errors in loader:
-                _raise_unreadable(paths, done, errors)
-                done += len(errors)
+            for number, (indices, (images, errors)) in enumerate(zip(batches, loader)):
+                _raise_unreadable([paths[i] for i in indices], errors)
                 batch = images.to(device, non_blocking=True,
                                   memory_format=torch.channels_last)
-                chosen = torch.from_numpy(in_twin[done - len(errors):done])
-                every, some = bool(chosen.all()), bool(chosen.any())
-                rows = None if every else torch.nonzero(chosen).flatten().to(batch.device)
-                recorder.select(rows)  # the BatchNorm moments: the twin's images only
-                points, logits = _forward(models[0], batch, len(backbone.blocks))
-                for column, point in zip(outputs[0], points):
-                    column.append(point)
-                probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-                if some:
-                    waiting.append(batch if every else batch[rows])
-                    run_twin(batch_size)
+                runs = models if number < twin_batches else (pretrained,)
+                for model, store in zip(runs, outputs):
+                    points, logits = _forward(model, batch, len(backbone.blocks))
+                    for column, point in zip(store, points):
+                        column.append(point)
+                    if store is outputs[0]:
+                        probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
                 if on_batch is not None:
                     on_batch(len(errors))
-            run_twin(1)  # the last, partial batch
     finally:
         for model, mode in zip(models, modes):
             model.train(mode)
         backbone.model.to("cpu", memory_format=torch.contiguous_format)
-    stacked = [tuple(np.concatenate(col) for col in store) for store in outputs]
-    return Features(tuple(b.name for b in backbone.blocks), stacked[0], stacked[1],
-                    np.concatenate(probs), recorder.per_block(),
+    back = np.argsort(np.concatenate([twin, rest]))  # loader position of each canonical row
+    pretrained = tuple(np.concatenate(column)[back] for column in outputs[0])
+    random_features = tuple(np.concatenate(column) for column in outputs[1])
+    return Features(tuple(b.name for b in backbone.blocks), pretrained, random_features,
+                    np.concatenate(probs)[back], recorder.per_block(),
                     random_rows=None if twin.size == len(paths) else twin)
 
 
