@@ -1,6 +1,6 @@
 """The analysis's own cost, each figure a ratio to a baseline measured in the same run.
 
-Six parts (``--part``, repeatable; all by default):
+Parts (``--part``, repeatable; the first five by default):
 
 ``help``
     ``python -m recommender --help`` against ``python -c pass``: the CLI's start-up.
@@ -24,8 +24,9 @@ Six parts (``--part``, repeatable; all by default):
     ``--images`` (2,000) Fashion-MNIST images: one bare forward pass of the default backbone
     over them (the same decoding, batch size and DataLoader workers, ``model(x)`` only, the
     model already loaded), then the whole cold ``nbtl-recommend`` (a fresh process and cache
-    folder: imports, scan, weights, extraction with the random-init twin, probes, rules).
-    Targets: analysis / forward <= 1.5; probes <= 15 % of the extraction.
+    folder: imports, scan, weights, extraction with the random-init twin, probes, rules),
+    the two back to back, ``--repeats`` times. Targets: analysis / forward <= 1.5; probes
+    <= 15 % of the extraction.
 ``before`` (not in the default set)
     The probe stage (``run_probes`` as the CLI runs it, first call in a fresh process) with
     this checkout and with ``--before-rev`` (a temporary git worktree), interleaved
@@ -38,9 +39,14 @@ Six parts (``--part``, repeatable; all by default):
     interleaved ``--repeats`` times: images per second and the ratio to batch 32 (the CPU
     default before). Also checks that every batch size gives the same features to the bit.
 ``twin`` (not in the default set)
-    ``--twin-images`` (1,000) Fashion-MNIST images: the pre-training gain per block (and its
-    fold spread) with the random-init twin on every image, and on the seeded subset the
-    analysis uses beyond 500 images, from one extraction.
+    ``--twin-images`` (2,000) Fashion-MNIST images: the pre-training gain per block (and its
+    fold spread) with the random-init twin on every image, and on subsets of
+    ``--twin-sizes`` (250, 500) images: the seeded one the analysis would use, and the
+    spread over ``--twin-draws`` (8) other seeds, from one extraction.
+``fold`` (not in the default set)
+    One bare forward pass over ``--batch-images`` (512) images with the model as loaded and
+    with its BatchNorm layers folded into the convolutions, interleaved ``--repeats`` times;
+    the largest difference of their features.
 
 Run from the repository root, on a quiet machine::
 
@@ -193,7 +199,10 @@ def part_probes(baseline_rev: str) -> None:
           f"{same} of {len(rows)} |")
 
 
-def part_n2000(images: int, batch_size: int) -> None:
+def part_n2000(images: int, batch_size: int, repeats: int) -> None:
+    """One bare forward pass and the whole cold analysis, interleaved ``repeats`` times (the
+    machine's speed drifts by 20 % between minutes: each ratio is of a pair run back to
+    back)."""
     sys.path.insert(0, str(Path(__file__).parent))
     import torch
     from _data import fashion_mnist_images
@@ -208,29 +217,40 @@ def part_n2000(images: int, batch_size: int) -> None:
     from timm.data import create_transform
 
     transform = create_transform(**backbone.data_config, is_training=False)
-    loader = DataLoader(_ImageFiles(sorted(root.glob("*/*.png")), transform),
-                        batch_size=batch_size, num_workers=default_workers("cpu"),
-                        collate_fn=_collate)
+    files = _ImageFiles(sorted(root.glob("*/*.png")), transform)
     model = backbone.model.eval().to(memory_format=torch.channels_last)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for batch, _ in loader:
-            model(batch.to(memory_format=torch.channels_last))
-    forward = time.perf_counter() - start
-    del model, backbone
-    cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-n2000-"))
-    wall, doc, _ = _cli([str(root), "--batch-size", str(batch_size)], cache)
-    t = doc["timings"]
-    print(f"\n## n2000: {images} Fashion-MNIST images at 224 px, batch {batch_size}\n")
-    print("| what | wall s | / bare forward |")
-    print("|---|---|---|")
-    print(f"| bare forward pass (decode + model(x), model loaded) | {forward:.1f} | 1.00 |")
-    print(f"| whole cold nbtl-recommend (fresh process and cache) | {wall:.1f} | "
-          f"{wall / forward:.2f} |")
-    for key in ("scan_s", "model_s", "features_s", "probes_s"):
-        print(f"| of which {key[:-2]} | {t.get(key, 0):.1f} | {t.get(key, 0) / forward:.2f} |")
-    print(f"\nprobes / extraction: {t['probes_s'] / t['features_s']:.3f}; the random-init twin "
-          f"saw {doc['measures']['random_init_images']} of {doc['measures']['images']} images")
+
+    def bare() -> float:
+        loader = DataLoader(files, batch_size=batch_size, num_workers=default_workers("cpu"),
+                            collate_fn=_collate)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for batch, _ in loader:
+                model(batch.to(memory_format=torch.channels_last))
+        return time.perf_counter() - start
+
+    keys = ("scan_s", "model_s", "features_s", "probes_s")
+    runs = []
+    for _ in range(repeats):
+        forward = bare()
+        cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-n2000-"))
+        wall, doc, _ = _cli([str(root), "--batch-size", str(batch_size)], cache)
+        runs.append((forward, wall, doc["timings"]))
+    print(f"\n## n2000: {images} Fashion-MNIST images at 224 px, batch {batch_size}, "
+          f"{repeats} pairs run back to back\n")
+    print("| pair | bare forward s (decode + model(x), model loaded) | whole cold nbtl-recommend "
+          "s (fresh process and cache) | / bare forward | " +
+          " | ".join(f"{k[:-2]} / bare" for k in keys) + " | probes / extraction |")
+    print("|---|---|---|---|" + "---|" * len(keys) + "---|")
+    for i, (forward, wall, t) in enumerate(runs, 1):
+        print(f"| {i} | {forward:.1f} | {wall:.1f} | {wall / forward:.2f} | " +
+              " | ".join(f"{t.get(k, 0) / forward:.2f}" for k in keys) +
+              f" | {t['probes_s'] / t['features_s']:.3f} |")
+    ratios = [wall / forward for forward, wall, _ in runs]
+    shares = [t["probes_s"] / t["features_s"] for _, _, t in runs]
+    print(f"\nmedian over the pairs: analysis / bare forward {statistics.median(ratios):.2f}, "
+          f"probes / extraction {statistics.median(shares):.3f}; the random-init twin saw "
+          f"{doc['measures']['random_init_images']} of {doc['measures']['images']} images")
 
 
 def part_help(repeats: int) -> None:
@@ -250,22 +270,22 @@ def part_help(repeats: int) -> None:
           f"the CLI's own start-up {helped - bare:.2f} s (best of {repeats}; target < 1 s)")
 
 
-def part_twin(images: int) -> None:
+def part_twin(images: int, sizes: list[int], draws: int) -> None:
     """The pre-training gain with the random-init twin on every image against the twin on
-    its seeded subset, from one extraction (a network in eval mode gives each image the
-    same features whatever else is in its batch)."""
+    subsets of ``sizes`` images: the seeded one the analysis would use at that size, and
+    ``draws`` more drawn from other seeds, whose spread is the noise the subset adds. One
+    extraction (in eval mode an image's features do not depend on its batch)."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from dataclasses import replace
-
     import numpy as np
     from _data import fashion_mnist_images
 
     import recommender.models.features as features_mod
     from probes.gain import _gain_spread as pretraining_gain_spread
-    from recommender.models.backbones import load_backbone
+    from recommender.models.backbones import RANDOM_INIT_SEED, load_backbone
 
     root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
     paths, labels = fashion_mnist_images(images, root)
+    labels = np.asarray(labels)
     floor = features_mod.TWIN_FLOOR
     features_mod.TWIN_FLOOR = images  # the twin on every image, this once
     try:
@@ -273,20 +293,103 @@ def part_twin(images: int) -> None:
     finally:
         features_mod.TWIN_FLOOR = floor
     assert full.random_rows is None  # the twin on every image, rows aligned
-    # The subset the analysis uses: drawn in the canonical (path) order, as in extraction.
-    canonical = sorted(range(len(paths)), key=lambda i: str(paths[i]))
-    rows = np.sort(np.asarray(canonical)[features_mod.twin_subset(len(paths))])
-    part = replace(full, random_features=tuple(r[rows] for r in full.random_features),
-                   random_rows=rows)
-    print(f"\n## twin: the pre-training gain on {images} Fashion-MNIST images, the twin on "
-          f"all of them vs on its subset of {rows.size}\n")
-    print("| block | gain, twin on all | ± folds | gain, twin on the subset | ± folds |")
-    print("|---|---|---|---|---|")
-    for name, pre, rnd_all, rnd_part in zip(full.blocks, full.pretrained,
-                                            full.random_features, part.random_features):
-        a = pretraining_gain_spread(pre, rnd_all, labels)
-        b = pretraining_gain_spread(pre[rows], rnd_part, np.asarray(labels)[rows])
-        print(f"| {name} | {a[0]:+.3f} | {a[1]:.3f} | {b[0]:+.3f} | {b[1]:.3f} |")
+    # Subsets are drawn in the canonical (path) order, as in extraction.
+    canonical = np.asarray(sorted(range(len(paths)), key=lambda i: str(paths[i])))
+
+    def subset(size: int, seed: int) -> np.ndarray:
+        return np.sort(canonical[np.random.default_rng(seed).permutation(images)[:size]])
+
+    print(f"\n## twin: the pre-training gain per block on {images} Fashion-MNIST images, the "
+          f"twin on all of them vs on subsets ({', '.join(map(str, sizes))} images: the "
+          f"analysis's seeded subset, and the spread over {draws} other seeds)\n")
+    head = "| block | all: gain ± folds |"
+    rule = "|---|---|"
+    for size in sizes:
+        head += f" {size}: analysis's subset | {size}: sd over seeds | {size}: max abs off |"
+        rule += "---|---|---|"
+    print(head)
+    print(rule)
+    worst: dict[int, float] = {size: 0.0 for size in sizes}
+    for pre, rnd, name in zip(full.pretrained, full.random_features, full.blocks):
+        gain, folds = pretraining_gain_spread(pre, rnd, labels)
+        row = f"| {name} | {gain:+.3f} ± {folds:.3f} |"
+        for size in sizes:
+            values = []
+            for seed in [RANDOM_INIT_SEED, *range(1, draws + 1)]:
+                rows = subset(size, seed)
+                values.append(pretraining_gain_spread(pre[rows], rnd[rows], labels[rows])[0])
+            others = np.asarray(values[1:])
+            off = float(np.max(np.abs(np.asarray(values) - gain)))
+            worst[size] = max(worst[size], float(others.std(ddof=1)))
+            row += f" {values[0]:+.3f} | {others.std(ddof=1):.3f} | {off:.3f} |"
+        print(row)
+    print("\nlargest sd over seeds: " + ", ".join(f"{size} images {sd:.3f}"
+                                                  for size, sd in worst.items()))
+
+
+def part_fold(images: int, repeats: int) -> None:
+    """One bare forward pass (decoding in the DataLoader's workers + ``model(x)``) with the
+    model as loaded and with its BatchNorm layers folded into the convolutions
+    (``recommender.models.fusion``), interleaved ``repeats`` times, and the largest
+    difference of their features."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import numpy as np
+    import torch
+    from _data import fashion_mnist_images
+    from timm.data import create_transform
+    from torch.utils.data import DataLoader
+
+    from recommender.models.backbones import load_backbone
+    from recommender.models.features import (
+        _collate,
+        _forward,
+        _ImageFiles,
+        default_batch_size,
+        default_workers,
+    )
+    from recommender.models.fusion import fold_batchnorm
+
+    root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
+    fashion_mnist_images(images, root)
+    backbone = load_backbone()
+    transform = create_transform(**backbone.data_config, is_training=False)
+    files = _ImageFiles(sorted(root.glob("*/*.png")), transform)
+    model = backbone.model.eval().to(memory_format=torch.channels_last)
+    example = torch.randn((2, *backbone.data_config["input_size"]),
+                          generator=torch.Generator().manual_seed(0))
+    folded = fold_batchnorm(model, example.to(memory_format=torch.channels_last))
+    assert folded is not None
+    size = default_batch_size("cpu")
+
+    def forward(net) -> float:
+        loader = DataLoader(files, batch_size=size, num_workers=default_workers("cpu"),
+                            collate_fn=_collate)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for batch, _ in loader:
+                net(batch.to(memory_format=torch.channels_last))
+        return time.perf_counter() - start
+
+    walls: dict[str, list[float]] = {"as loaded": [], "BatchNorm folded": []}
+    for _ in range(repeats):
+        walls["as loaded"].append(forward(model))
+        walls["BatchNorm folded"].append(forward(folded))
+    first = torch.stack([files[i][0] for i in range(32)]).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        want, want_logits = _forward(model, first, len(backbone.blocks))
+        got, got_logits = _forward(folded, first, len(backbone.blocks))
+    rel = max(float(np.abs(g - w).max() / np.abs(w).max()) for g, w in zip(got, want))
+    logits = float((got_logits - want_logits).abs().max() / want_logits.abs().max())
+    print(f"\n## fold: the bare forward pass over {images} images, batch {size}, "
+          f"{torch.get_num_threads()} torch threads, {default_workers('cpu')} decoding workers\n")
+    print("| model | wall s (each run) | images/s (best) | / as loaded |")
+    print("|---|---|---|---|")
+    base = min(walls["as loaded"])
+    for name, times in walls.items():
+        print(f"| {name} | {', '.join(f'{t:.1f}' for t in times)} | {images / min(times):.1f} | "
+              f"{min(times) / base:.2f} |")
+    print(f"\nlargest difference on 32 images, relative to the largest value: block features "
+          f"{rel:.1e}, source logits {logits:.1e}")
 
 
 WORKERS_CODE = r"""
@@ -424,13 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", action="append",
                         choices=["help", "cache", "probes", "workers", "n2000", "before", "batch",
-                                 "twin"])
+                                 "twin", "fold"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=None,
                         help="n2000: images per batch (default: the CLI's on the CPU, 8)")
-    parser.add_argument("--twin-images", type=int, default=1000)
+    parser.add_argument("--twin-images", type=int, default=2000)
+    parser.add_argument("--twin-sizes", default="250,500",
+                        type=lambda text: [int(v) for v in text.split(",")])
+    parser.add_argument("--twin-draws", type=int, default=8)
     parser.add_argument("--batch-images", type=int, default=512)
     parser.add_argument("--batch-sizes", default="4,8,16,32,64",
                         type=lambda text: [int(v) for v in text.split(",")])
@@ -455,13 +561,15 @@ def main(argv: list[str] | None = None) -> int:
     if "n2000" in parts:
         from recommender.models.features import default_batch_size
 
-        part_n2000(args.images, args.batch_size or default_batch_size("cpu"))
+        part_n2000(args.images, args.batch_size or default_batch_size("cpu"), args.repeats)
     if "batch" in parts:
         part_batch(args.batch_images, args.batch_sizes, args.repeats)
     if "before" in parts:
         part_before(args.before_rev, args.repeats, args.data, args.cache)
     if "twin" in parts:
-        part_twin(args.twin_images)
+        part_twin(args.twin_images, args.twin_sizes, args.twin_draws)
+    if "fold" in parts:
+        part_fold(args.batch_images, args.repeats)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
