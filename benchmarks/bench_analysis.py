@@ -199,40 +199,54 @@ def part_probes(baseline_rev: str) -> None:
           f"{same} of {len(rows)} |")
 
 
-def part_n2000(images: int, batch_size: int, repeats: int) -> None:
-    """One bare forward pass and the whole cold analysis, interleaved ``repeats`` times (the
-    machine's speed drifts by 20 % between minutes: each ratio is of a pair run back to
-    back)."""
+def _fashion_mnist_files(images: int):
+    """``images`` Fashion-MNIST images (their folder, and a dataset decoding them as the
+    extraction does) and the default backbone, its model in eval mode and channels-last."""
     sys.path.insert(0, str(Path(__file__).parent))
     import torch
     from _data import fashion_mnist_images
-    from torch.utils.data import DataLoader
+    from timm.data import create_transform
 
     from recommender.models.backbones import load_backbone
-    from recommender.models.features import _collate, _ImageFiles, default_workers
+    from recommender.models.features import _ImageFiles
 
     root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
     fashion_mnist_images(images, root)
     backbone = load_backbone()
-    from timm.data import create_transform
-
     transform = create_transform(**backbone.data_config, is_training=False)
     files = _ImageFiles(sorted(root.glob("*/*.png")), transform)
-    model = backbone.model.eval().to(memory_format=torch.channels_last)
+    backbone.model.eval().to(memory_format=torch.channels_last)
+    return root, backbone, files
 
-    def bare() -> float:
-        loader = DataLoader(files, batch_size=batch_size, num_workers=default_workers("cpu"),
-                            collate_fn=_collate)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for batch, _ in loader:
-                model(batch.to(memory_format=torch.channels_last))
-        return time.perf_counter() - start
+
+def _bare_forward(net, files, batch_size: int) -> float:
+    """Wall seconds of one bare forward pass: decoding in the DataLoader's workers (as the
+    extraction has them on the CPU) + ``net(x)``, nothing kept."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from recommender.models.features import _collate, default_workers
+
+    loader = DataLoader(files, batch_size=batch_size, num_workers=default_workers("cpu"),
+                        collate_fn=_collate)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch, _ in loader:
+            net(batch.to(memory_format=torch.channels_last))
+    return time.perf_counter() - start
+
+
+def part_n2000(images: int, batch_size: int, repeats: int) -> None:
+    """One bare forward pass and the whole cold analysis, interleaved ``repeats`` times (the
+    machine's speed drifts by 20 % between minutes: each ratio is of a pair run back to
+    back)."""
+    root, backbone, files = _fashion_mnist_files(images)
+    model = backbone.model
 
     keys = ("scan_s", "model_s", "features_s", "probes_s")
     runs = []
     for _ in range(repeats):
-        forward = bare()
+        forward = _bare_forward(model, files, batch_size)
         cache = Path(tempfile.mkdtemp(prefix="nbtl-bench-n2000-"))
         wall, doc, _ = _cli([str(root), "--batch-size", str(batch_size)], cache)
         runs.append((forward, wall, doc["timings"]))
@@ -332,48 +346,24 @@ def part_fold(images: int, repeats: int) -> None:
     model as loaded and with its BatchNorm layers folded into the convolutions
     (``recommender.models.fusion``), interleaved ``repeats`` times, and the largest
     difference of their features."""
-    sys.path.insert(0, str(Path(__file__).parent))
     import numpy as np
     import torch
-    from _data import fashion_mnist_images
-    from timm.data import create_transform
-    from torch.utils.data import DataLoader
 
-    from recommender.models.backbones import load_backbone
-    from recommender.models.features import (
-        _collate,
-        _forward,
-        _ImageFiles,
-        default_batch_size,
-        default_workers,
-    )
+    from recommender.models.features import _forward, default_batch_size, default_workers
     from recommender.models.fusion import fold_batchnorm
 
-    root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
-    fashion_mnist_images(images, root)
-    backbone = load_backbone()
-    transform = create_transform(**backbone.data_config, is_training=False)
-    files = _ImageFiles(sorted(root.glob("*/*.png")), transform)
-    model = backbone.model.eval().to(memory_format=torch.channels_last)
+    _, backbone, files = _fashion_mnist_files(images)
+    model = backbone.model
     example = torch.randn((2, *backbone.data_config["input_size"]),
                           generator=torch.Generator().manual_seed(0))
     folded = fold_batchnorm(model, example.to(memory_format=torch.channels_last))
     assert folded is not None
     size = default_batch_size("cpu")
 
-    def forward(net) -> float:
-        loader = DataLoader(files, batch_size=size, num_workers=default_workers("cpu"),
-                            collate_fn=_collate)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for batch, _ in loader:
-                net(batch.to(memory_format=torch.channels_last))
-        return time.perf_counter() - start
-
     walls: dict[str, list[float]] = {"as loaded": [], "BatchNorm folded": []}
     for _ in range(repeats):
-        walls["as loaded"].append(forward(model))
-        walls["BatchNorm folded"].append(forward(folded))
+        walls["as loaded"].append(_bare_forward(model, files, size))
+        walls["BatchNorm folded"].append(_bare_forward(folded, files, size))
     first = torch.stack([files[i][0] for i in range(32)]).to(memory_format=torch.channels_last)
     with torch.inference_mode():
         want, want_logits = _forward(model, first, len(backbone.blocks))
@@ -439,36 +429,18 @@ def part_workers(repeats: int) -> None:
 
 
 def part_batch(images: int, sizes: list[int], repeats: int) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
     import numpy as np
     import torch
-    from _data import fashion_mnist_images
-    from timm.data import create_transform
-    from torch.utils.data import DataLoader
 
-    from recommender.models.backbones import load_backbone
-    from recommender.models.features import _collate, _forward, _ImageFiles, default_workers
+    from recommender.models.features import _forward, default_workers
 
-    root = Path(tempfile.gettempdir()) / f"nbtl-bench-fm-{images}"
-    fashion_mnist_images(images, root)
-    backbone = load_backbone()
-    transform = create_transform(**backbone.data_config, is_training=False)
-    files = _ImageFiles(sorted(root.glob("*/*.png")), transform)
-    model = backbone.model.eval().to(memory_format=torch.channels_last)
-
-    def forward(size: int) -> float:
-        loader = DataLoader(files, batch_size=size, num_workers=default_workers("cpu"),
-                            collate_fn=_collate)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            for batch, _ in loader:
-                model(batch.to(memory_format=torch.channels_last))
-        return time.perf_counter() - start
+    _, backbone, files = _fashion_mnist_files(images)
+    model = backbone.model
 
     walls: dict[int, list[float]] = {size: [] for size in sizes}
     for _ in range(repeats):
         for size in sizes:
-            walls[size].append(forward(size))
+            walls[size].append(_bare_forward(model, files, size))
     # The same features whatever the batch: eval mode, and the kernels do not mix images.
     first = torch.stack([files[i][0] for i in range(32)]).to(memory_format=torch.channels_last)
     with torch.inference_mode():
