@@ -193,6 +193,21 @@ def test_beyond_the_floor_the_batchnorm_moments_are_over_the_twins_images(
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_unfolded_the_batchnorm_moments_are_still_over_the_twins_images_only(
+        few_paths, backbone, monkeypatch):
+    """A model whose BatchNorm cannot be folded runs every batch as loaded, hooks and all:
+    the moments still see the twin's images only."""
+    import recommender.models.features as features_mod
+
+    monkeypatch.setattr(features_mod, "TWIN_FLOOR", 3)
+    monkeypatch.setattr(features_mod, "fold_batchnorm", lambda model, example: None)
+    subset = extract_features(few_paths, backbone, batch_size=2, workers=0, use_cache=False)
+    alone = extract_features([few_paths[i] for i in subset.twin_rows()], backbone,
+                             batch_size=2, workers=0, use_cache=False)
+    for got, want in zip(subset.bn_stats, alone.bn_stats):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_the_twins_images_come_first_in_batches_of_their_own(few_paths, backbone, monkeypatch):
     """Its 3 images of 8 (rows 2, 3, 4) make the first batch (of 4): the twin runs on that
     one alone, the other 5 images follow in batches of 4 and 1; in batches of 2 the twin runs

@@ -277,13 +277,18 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
     outputs: list[list[list[np.ndarray]]] = [[[] for _ in backbone.blocks] for _ in models]
     probs: list[np.ndarray] = []
     recorder = BatchNormRecorder(backbone.model, backbone.blocks)
+    none = torch.zeros(0, dtype=torch.long, device=device)
     try:
         with torch.inference_mode(), recorder, half:
             for number, (indices, (images, errors)) in enumerate(zip(batches, loader)):
                 _raise_unreadable([paths[i] for i in indices], errors)
                 batch = images.to(device, non_blocking=True,
                                   memory_format=torch.channels_last)
-                runs = models if number < twin_batches else (pretrained,)
+                in_twin = number < twin_batches
+                # The moments: the twin's images only (the hooks are on the original, which
+                # runs every batch when it could not be folded).
+                recorder.select(None if in_twin else none)
+                runs = models if in_twin else (pretrained,)
                 for model, store in zip(runs, outputs):
                     points, logits = _forward(model, batch, len(backbone.blocks))
                     for column, point in zip(store, points):
