@@ -14,8 +14,11 @@ DataLoader workers) of N Fashion-MNIST images, with the old recorder (moments as
 every image) and with this checkout's (chunked, on the twin's images), against a bare forward
 pass over the same images (the same decoding, ``model(x)`` only), interleaved, ``--repeats``
 times, in this one process. ``TWIN_FLOOR`` is set to N / 4 so that the twin and the new
-moments see a quarter of the images, as at N = 2,000 (500 of them). Also printed: BN shift
-per block from both recorders' statistics.
+moments see a quarter of the images, as at N = 2,000 when the floor was 500 (it is 250 now).
+The new extraction is this checkout's whole: since the recorder change it also runs the
+twin's images first and the others through a BatchNorm-folded copy of the model; the old one
+runs every batch through the model as loaded, with the old moments on every image. Also
+printed: BN shift per block from both recorders' statistics.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_bnstats.py          # ~1 min on a busy 2-core CPU
     OMP_NUM_THREADS=1 python benchmarks/bench_bnstats.py --extract 256 --repeats 2   # ~5 min
@@ -169,12 +172,16 @@ def _extraction(backbone, images: int, batch_size: int, repeats: int) -> None:
             self._merge(n, mean, var.double() * n)
 
         add_now, select_now = bnstats._Moments.add, bnstats.BatchNormRecorder.select
+        fold_now = features_mod.fold_batchnorm
         bnstats._Moments.add = add
         bnstats.BatchNormRecorder.select = lambda self, rows: None
+        # Every batch through the hooked model as loaded (no folded copy), as before.
+        features_mod.fold_batchnorm = lambda model, example: None
         try:
             yield
         finally:
             bnstats._Moments.add, bnstats.BatchNormRecorder.select = add_now, select_now
+            features_mod.fold_batchnorm = fold_now
 
     def extract():
         return features_mod.extract_features(paths, backbone, batch_size=batch_size,
