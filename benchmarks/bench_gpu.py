@@ -7,7 +7,8 @@ Three throughputs over the same N images, in one run, images per second:
 2. **forward alone**: the default backbone's forward pass on one decoded batch already on
    the device, repeated (in half precision under autocast on CUDA, as the extraction runs);
 3. **end to end**: ``extract_features`` without the cache (decode, copy, the pre-trained
-   forward, the random-init twin on its subset, BatchNorm statistics, copies back).
+   forward (a BatchNorm-folded copy beyond the twin's images), the random-init twin on its
+   subset, BatchNorm statistics, copies back).
 
 Target (issue 15): end to end >= 80 % of the forward pass alone. The images are JPEG files
 made from the bundled sample, upscaled to ``--size`` pixels with a little seeded noise (so
