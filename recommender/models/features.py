@@ -273,7 +273,7 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
                           generator=torch.Generator().manual_seed(0))
     example = example.to(device, memory_format=torch.channels_last)
     folded = fold_batchnorm(models[0], example) if len(twin) < len(paths) else None
-    pretrained = folded or models[0]
+    fast = folded or models[0]
     outputs: list[list[list[np.ndarray]]] = [[[] for _ in backbone.blocks] for _ in models]
     probs: list[np.ndarray] = []
     recorder = BatchNormRecorder(backbone.model, backbone.blocks)
@@ -288,7 +288,7 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
                 # The moments: the twin's images only (the hooks are on the original, which
                 # runs every batch when it could not be folded).
                 recorder.select(None if in_twin else none)
-                runs = models if in_twin else (pretrained,)
+                runs = models if in_twin else (fast,)
                 for model, store in zip(runs, outputs):
                     points, logits = _forward(model, batch, len(backbone.blocks))
                     for column, point in zip(store, points):
