@@ -70,6 +70,10 @@ def test_a_fold_that_changes_the_function_is_refused():
     assert fold_batchnorm(_Shared().eval(), _example()) is None
 
 
+def test_a_model_in_training_mode_is_not_folded():
+    assert fold_batchnorm(_Chain().train(), _example()) is None
+
+
 def test_nothing_to_fold_gives_none():
     model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU()).eval()
     assert fold_batchnorm(model, _example()) is None

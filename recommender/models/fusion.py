@@ -30,6 +30,8 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     the last convolution returned. timm's ``BatchNormAct2d`` keeps its activation (and
     dropout) after the fold. ``model`` itself is not changed; the check runs in float32.
     """
+    if model.training:  # a BatchNorm in training mode normalises by the batch's moments
+        return None
     pairs = _conv_bn_pairs(model, example)
     if not pairs:
         return None
