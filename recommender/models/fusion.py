@@ -32,7 +32,7 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     """
     if model.training:  # a BatchNorm in training mode normalises by the batch's moments
         return None
-    pairs = _conv_bn_pairs(model, example)
+    pairs, want = _conv_bn_pairs(model, example)
     if not pairs:
         return None
     folded = copy.deepcopy(model)
@@ -43,7 +43,6 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
             _replace(folded, conv_name, fuse_conv_bn_eval(conv, bn))
             _replace(folded, bn_name, _after_norm(bn))
     with torch.inference_mode(), torch.autocast(example.device.type, enabled=False):
-        want = model(example.float())
         got = folded(example.float())
     if not isinstance(want, torch.Tensor) or want.shape != got.shape:
         return None
@@ -53,9 +52,11 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> nn.Module | None:
     return folded
 
 
-def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+def _conv_bn_pairs(model: nn.Module, example: torch.Tensor
+                   ) -> tuple[list[tuple[str, str]], object]:
     """(convolution, BatchNorm) module names where the BatchNorm's input is the output of
-    that convolution, in the order of a forward pass of ``example``."""
+    that convolution, in the order of a forward pass of ``example`` (in float32), and that
+    pass's output (what the folded copy must reproduce)."""
     last: dict[str, object] = {"name": None, "output": None}
     pairs: list[tuple[str, str]] = []
     handles = []
@@ -78,7 +79,7 @@ def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, s
             handles.append(module.register_forward_pre_hook(before_norm(name)))
     try:
         with torch.inference_mode(), torch.autocast(example.device.type, enabled=False):
-            model(example.float())
+            output = model(example.float())
     finally:
         for handle in handles:
             handle.remove()
@@ -86,7 +87,7 @@ def _conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, s
     convs = [c for c, _ in pairs]
     norms = [b for _, b in pairs]
     return [(c, b) for c, b in dict.fromkeys(pairs)
-            if convs.count(c) == 1 and norms.count(b) == 1]
+            if convs.count(c) == 1 and norms.count(b) == 1], output
 
 
 def _is_conv2d_same(module: nn.Module) -> bool:
