@@ -270,6 +270,13 @@ def run_main(args: argparse.Namespace) -> int:
                   f"python benchmarks/meta.py build --out {args.data})", flush=True)
     if not present:
         return 1
+    cells = json.loads(args.cells.read_text()) if args.cells else {}
+    if args.cells:  # only the tasks with cells to confirm in this condition
+        present = [task for task in present
+                   if f"{task.id}|{args.backbone}|{args.budget}" in cells]
+        if not present:
+            print(f"nothing in {args.cells} for {args.backbone} at the {args.budget} budget")
+            return 0
     ids = [task.id for task in present]
     # this process and N-1 local workers on the same queues
     helpers = t.start_workers(args.jobs - 1, data=args.data, results=args.results, names=ids,
@@ -280,7 +287,8 @@ def run_main(args: argparse.Namespace) -> int:
             t.run_dataset(task.id, args.data / task.id, args.results, epochs=epochs, size=size,
                           threads=args.threads, device=args.device, top=t.TOP, grid=True,
                           confirm=True, storage=args.storage, backbone_name=args.backbone,
-                          grid_spec=GRID)
+                          grid_spec=GRID,
+                          confirm_cells=cells.get(f"{task.id}|{args.backbone}|{args.budget}", ()))
     finally:
         failed = sum(p.wait() != 0 for p in helpers)
     return 1 if failed else 0
@@ -341,13 +349,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--threads", type=int, default=1, help="torch threads per job (pinned)")
     run.add_argument("--jobs", type=int, default=1, help="runs trained at once here")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--cells", type=Path, default=None, metavar="JSON",
+                     help="grid cells to add to the fresh-seed confirmations, per "
+                          "task|backbone|budget (written by loso --need); only those tasks run")
     run.add_argument("--storage", default=None, metavar="URL",
                      help="the queue: a journal file (default: the results file with "
                           ".journal) or postgresql://... for workers on several machines")
     rep = sub.add_parser("report", help="the meta-benchmark's tables in docs/benchmark.md")
     rep.add_argument("--results", type=Path, default=RESULTS)
     rep.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md")
+    fit = sub.add_parser("fit", help="fit the recommender to the results: writes "
+                         "heuristics/rules/fitted.py")
+    fit.add_argument("--results", type=Path, default=RESULTS)
+    fit.add_argument("--out", type=Path, default=ROOT / "heuristics" / "rules" / "fitted.py")
+    loso = sub.add_parser("loso", help="the fit judged leave-one-source-out: each task's held-"
+                          "out recommendation, and the fresh-seed runs its scoring still needs")
+    loso.add_argument("--results", type=Path, default=RESULTS)
+    loso.add_argument("--need", type=Path, default=None,
+                      help="write the runs still needed (JSON) for run --cells")
+    loso.add_argument("--alternatives", action="store_true",
+                      help="held-out seed-0 numbers of the alternatives tried instead")
     args = parser.parse_args(argv)
+    if args.command in ("fit", "loso"):
+        from benchmarks import meta_fit
+
+        return meta_fit.fit_main(args) if args.command == "fit" else meta_fit.loso_main(args)
     if args.command == "build":
         return build_main(args)
     if args.command == "plan":

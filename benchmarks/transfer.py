@@ -262,11 +262,12 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
                 device: str, top: int, grid: bool, confirm: bool,
                 extra: Sequence[Mapping[str, Any]] = (), stage: str = "all",
                 storage: str | None = None, backbone_name: str | None = None,
-                grid_spec: Grid | None = None) -> None:
+                grid_spec: Grid | None = None, confirm_cells: Sequence[str] = ()) -> None:
     """The main process for one dataset: analyse it (once), queue its runs as trials of the
     study ``study_name(...)`` in ``storage`` (default: a journal file next to ``results``),
     work on them with any workers (:func:`work_dataset`), then queue the confirmations on
-    fresh seeds from the grid's ranking, and export every finished run to ``results``."""
+    fresh seeds from the grid's ranking (and ``confirm_cells``, grid cells wanted there too:
+    held-out recommendations to score), and export every finished run to ``results``."""
     import torch
 
     torch.set_num_threads(threads)
@@ -360,7 +361,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         seed0.append({**got[("default", GRID_SEED)], "setting": DEFAULT_CELL})
         best = grid_spec.rank(seed0, int(split.val.size), int(split.test.size))[:top]
         chosen = ["default", rec] + [("default" if c == DEFAULT_CELL else c) for c in best] \
-            + flip + extra_ids
+            + flip + extra_ids + list(confirm_cells)
         run_all([(setting, seed) for seed in CONFIRM_SEEDS for setting in dict.fromkeys(chosen)])
     queue.close_round()
 

@@ -1,0 +1,391 @@
+"""Fit the recommender to the meta-benchmark, and judge the fit leave-one-source-out (issue 19).
+
+    python benchmarks/meta.py fit            # writes heuristics/rules/fitted.py (exact, seeded)
+    python benchmarks/meta.py loso           # held-out recommendations and the runs they need
+    python benchmarks/meta.py report         # docs/benchmark.md, with the held-out tables
+
+**The model**: a *ladder* of settings, each one step on one axis from the one below, climbed
+by a *fit gap* (:mod:`heuristics.gaps`: a measure of how far the frozen features are from
+fitting the target, 0 perfect, about 1 at chance) at the budget the user plans.
+
+1. **The ladder**: from the binary default (rung 0), paths of at most :data:`LADDER_STEPS`
+   one-axis moves on the benchmark's grid (re-initialise one block more or less; another
+   learning-rate recipe -- one rate, or per group with the new layers 10x and the lower blocks
+   0.1x, at base 0.003 / 0.01 / 0.03; L2 <-> L2-SP on the lower blocks). The path whose last
+   rung has the largest mean seed-0 gain over the default on the fit tasks wins (ties: the
+   larger sum over its rungs, then the shorter).
+2. **The staircase**, per budget: rung k is taken from a threshold gap on (rungs rise with the
+   gap: the farther the features from fitting, the more the new layers and the faster rates
+   pay, Yosinski et al. 2014 and the paper). The thresholds maximise, over the fit tasks of
+   that budget (both backbones), the sum over rungs of the lower bound (sum of gains over the
+   default less :data:`Z` standard errors) of each rung's gain on the tasks it is given; a
+   rung needs :data:`MIN_TASKS` tasks. Where no rung's bound is above zero: the default.
+3. **No cliffs**: the rung profile (on a grid of gaps, :data:`STEP`) is lowered to the largest
+   one that moves at most one rung per :data:`MIN_SPACING` of gap, and pieces narrower than
+   that take the lower neighbour's rung, so a small change of a measure moves the advice by
+   one step on one axis at most, and only ever toward the default.
+4. **The gap**: the linear-probe gap, the paper's central measure, chosen before the held-out
+   numbers; :func:`alternatives` reports the held-out numbers of the k-NN and LEEP gaps and
+   of a nearest-tasks window model instead (``meta.py loso --alternatives``), for the record.
+
+Scores for the fit are the seed-0 grid's (validation and test together, as the grid ranks);
+the held-out judgement uses the fresh seeds 1-3 (test), paired with the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import pprint
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:
+    from benchmarks import meta
+    from benchmarks import transfer as t
+except ImportError:  # run from inside benchmarks/
+    import meta  # type: ignore[no-redef]
+    import transfer as t  # type: ignore[no-redef]
+
+from heuristics.gaps import GAPS, fit_gap
+
+ROOT = Path(__file__).resolve().parent.parent
+FITTED = ROOT / "heuristics" / "rules" / "fitted.py"
+LADDER_STEPS = 3
+Z = 2.0
+MIN_SPACING = 0.02
+STEP = 0.001  # the grid of gaps the window is evaluated on
+MIN_TASKS = 5  # a rung needs at least this many tasks' evidence
+LR_RECIPES = tuple((mode, base) for mode in meta.GRID.lr_modes for base in meta.GRID.base_lrs)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task in one condition (backbone, budget) with a complete seed-0 grid."""
+
+    task: str
+    source: str
+    backbone: str
+    budget: str
+    gaps: Mapping[str, float]  # heuristics.gaps, by name
+    scores: Mapping[str, float]  # grid cell -> seed-0 accuracy (validation and test), %
+    gap: float = math.nan  # the gap the current model reads
+
+    def gain(self, cell: str) -> float:
+        return self.scores[cell] - self.scores[t.DEFAULT_CELL]
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.task, self.backbone, self.budget)
+
+
+def examples(cells: Mapping[tuple[str, str, str], Any]) -> list[Example]:
+    out = []
+    for (task, backbone, budget), cell in sorted(cells.items()):
+        if not cell.grid_done:
+            continue
+        a = cell.analysis
+        scores = {row["setting"]: 100.0 * cell.score(row) for row in cell.grid_rows()}
+        gaps = {name: fit_gap(name, a["measures"], a["num_classes"]) for name in GAPS}
+        out.append(Example(task, meta.origin(meta.BY_ID[task]), backbone, budget,
+                           {k: v for k, v in gaps.items() if v is not None}, scores))
+    return out
+
+
+def reading(exs: Iterable[Example], gap: str) -> list[Example]:
+    """The examples with ``gap`` as the one the model reads."""
+    return [dataclasses.replace(e, gap=e.gaps[gap]) for e in exs]
+
+
+# --- the ladder --------------------------------------------------------------------------------
+
+def moves(cell: str) -> list[str]:
+    """The grid cells one step on one axis from ``cell``."""
+    c = t.parse_cell(cell)
+    out = []
+    for k in (c["reinit"] - 1, c["reinit"] + 1):
+        if k in meta.GRID.reinit:
+            out.append(t.cell_id(k, c["reg"], c["lr_mode"], c["base_lr"]))
+    for mode, base in LR_RECIPES:
+        if (mode, base) != (c["lr_mode"], c["base_lr"]):
+            out.append(t.cell_id(c["reinit"], c["reg"], mode, base))
+    for reg in meta.GRID.regularisers:
+        if reg != c["reg"]:
+            out.append(t.cell_id(c["reinit"], reg, c["lr_mode"], c["base_lr"]))
+    return out
+
+
+def fit_ladder(fit: Sequence[Example]) -> list[str]:
+    mean = {cell: float(np.mean([e.gain(cell) for e in fit])) for cell in meta.GRID.cells()}
+    best: tuple[tuple[float, float, int], list[str]] = ((0.0, 0.0, 0), [t.DEFAULT_CELL])
+    frontier = [[t.DEFAULT_CELL]]
+    for _ in range(LADDER_STEPS):
+        grown = []
+        for path in frontier:
+            for nxt in moves(path[-1]):
+                if nxt in path:
+                    continue
+                new = [*path, nxt]
+                grown.append(new)
+                key = (round(mean[nxt], 9), round(sum(mean[c] for c in new), 9), -len(new))
+                if key > best[0]:
+                    best = (key, new)
+        frontier = grown
+    return best[1]
+
+
+def window(part: Sequence[Example], gap: float, size: int) -> list[Example]:
+    """The ``size`` fit tasks nearest ``gap`` (ties: the smaller gap, then by name)."""
+    return sorted(part, key=lambda e: (abs(e.gap - gap), e.gap, e.task, e.backbone))[:size]
+
+
+def window_rungs(part: Sequence[Example], ladder: Sequence[str], size: int) -> list[int]:
+    """The alternative model: at each gap of the grid, the rung whose gain over the default
+    has the highest lower bound (mean - Z standard errors) on the ``size`` nearest tasks, if
+    above zero."""
+    if len(part) < size or len(ladder) < 2:
+        return [0]
+    out = []
+    for i in range(int(math.ceil(max(e.gap for e in part) / STEP)) + 2):
+        near = window(part, i * STEP, size)
+        d = np.array([[e.gain(cell) for e in near] for cell in ladder])
+        bounds = d.mean(axis=1) - Z * d.std(axis=1, ddof=1) / math.sqrt(size)
+        k = int(np.argmax(bounds[1:])) + 1
+        out.append(k if bounds[k] > 0 else 0)
+    return out
+
+
+def lower_bound(gains: np.ndarray) -> float:
+    """Sum of the gains less Z standard errors of that sum; 0 for no task, and minus infinity
+    for fewer than MIN_TASKS (too few to say anything)."""
+    n = len(gains)
+    if n == 0:
+        return 0.0
+    if n < MIN_TASKS:
+        return -math.inf
+    return float(gains.sum() - Z * gains.std(ddof=1) * math.sqrt(n))
+
+
+def staircase(part: Sequence[Example], ladder: Sequence[str]) -> list[float | None]:
+    """Monotone: rung k from threshold k on (None: never). The thresholds (at midpoints
+    between tasks' gaps) maximise the summed lower bounds of every rung's gain over the
+    default on the tasks it is given; ties keep the lower rungs."""
+    order = sorted(part, key=lambda e: (e.gap, e.task, e.backbone))
+    n, m = len(order), len(ladder) - 1
+    gains = np.array([[e.gain(cell) for e in order] for cell in ladder])
+    best, cuts = 0.0, (n,) * m
+    for cand in itertools.combinations_with_replacement(range(n + 1), m):
+        bounds = [*cand, n]
+        total = sum(lower_bound(gains[k + 1][bounds[k]:bounds[k + 1]]) for k in range(m))
+        if total > best + 1e-9:
+            best, cuts = total, cand
+    gaps = [e.gap for e in order]
+    return [None if c == n else 0.0 if c == 0 else round((gaps[c - 1] + gaps[c]) / 2, 4)
+            for c in cuts]
+
+
+def raw_rungs(part: Sequence[Example], ladder: Sequence[str]) -> list[int]:
+    """The staircase's rung on the grid of gaps 0, STEP, 2 STEP, ... (past the largest)."""
+    thresholds = staircase(part, ladder) if len(ladder) > 1 else []
+    hi = max([e.gap for e in part] + [x for x in thresholds if x is not None] + [0.0])
+    return [sum(1 for x in thresholds if x is not None and i * STEP >= x)
+            for i in range(int(math.ceil(hi / STEP)) + 2)]
+
+
+def no_cliffs(rungs: Sequence[int]) -> list[int]:
+    """The largest rung profile below ``rungs`` that climbs or descends at most one rung per
+    MIN_SPACING of gap (the lower Lipschitz envelope, floored): it only ever lowers a rung.
+    Then a piece narrower than MIN_SPACING takes its lower neighbour's rung."""
+    n = len(rungs)
+    r = np.asarray(rungs, float)
+    idx = np.arange(n)
+    per = STEP / MIN_SPACING
+    env = [int(math.floor(float(np.min(r + np.abs(idx - i) * per)) + 1e-9)) for i in range(n)]
+    width = int(round(MIN_SPACING / STEP))
+    while True:
+        narrow = [(a, b) for a, b in _runs(env) if b - a < width and b < n
+                  and any(env[j] < env[a] for j in (a - 1, b) if 0 <= j < n)]
+        if not narrow:
+            return env
+        a, b = narrow[0]
+        env[a:b] = [min(env[j] for j in (a - 1, b) if 0 <= j < n)] * (b - a)
+
+
+def _runs(values: Sequence[int]) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            out.append((start, i))
+            start = i
+    return out
+
+
+def evidence(part: Sequence[Example], ladder: Sequence[str], lo: float,
+             hi: float) -> dict[str, Any]:
+    """Every rung's mean gain over the default (and its standard error) on the fit tasks with
+    a gap in [lo, hi)."""
+    sel = [e for e in part if lo <= e.gap < hi]
+    out: dict[str, Any] = {"tasks": len(sel), "sources": sorted({e.source for e in sel})}
+    if sel:
+        out["gap"] = [round(min(e.gap for e in sel), 3), round(max(e.gap for e in sel), 3)]
+        d = np.array([[e.gain(cell) for e in sel] for cell in ladder])
+        out["gain"] = [round(float(x), 2) for x in d.mean(axis=1)]
+        out["se"] = [round(float(x), 2) for x in d.std(axis=1, ddof=1) / math.sqrt(len(sel))] \
+            if len(sel) > 1 else None
+    return out
+
+
+def fit_model(fit: Sequence[Example], gap: str = "linear_probe",
+              window_size: int | None = None) -> dict[str, Any]:
+    """The fitted model as plain data (what ``heuristics/rules/fitted.py`` holds);
+    ``window_size``: the alternative nearest-tasks model instead of the staircase."""
+    fit = reading(fit, gap)
+    ladder = fit_ladder(fit)
+    budgets: dict[str, Any] = {}
+    for budget, (epochs, image_size) in meta.BUDGETS.items():
+        part = [e for e in fit if e.budget == budget]
+        raw = (window_rungs(part, ladder, window_size) if window_size
+               else raw_rungs(part, ladder))
+        rungs = no_cliffs(raw) if part else [0]
+        runs = _runs(rungs)
+        pieces = []
+        for i, (a, _) in enumerate(runs):
+            lo = a * STEP
+            hi = runs[i + 1][0] * STEP if i + 1 < len(runs) else math.inf
+            pieces.append({"from": round(lo, 4), "rung": rungs[a],
+                           "evidence": evidence(part, ladder, lo, hi)})
+        budgets[budget] = {
+            "epochs": epochs, "image_size": image_size, "pieces": pieces, "tasks": len(part),
+            "sources": sorted({e.source for e in part}),
+            "backbones": sorted({e.backbone for e in part}),
+            "gap_range": [round(min(e.gap for e in part), 3), round(max(e.gap for e in part), 3)]
+            if part else None,
+            "below_first": evidence(part, ladder, 0.0, pieces[1]["from"]
+                                    if len(pieces) > 1 else math.inf),
+        }
+    return {"gap": gap, "z": Z, "min_spacing": MIN_SPACING, "min_tasks": MIN_TASKS,
+            "ladder": [t.parse_cell(c) | {"cell": c} for c in ladder], "budgets": budgets}
+
+
+def predict(model: Mapping[str, Any], gap: float, budget: str) -> int:
+    """The rung for a target of this gap at this benchmark budget."""
+    rung = 0
+    for piece in model["budgets"][budget]["pieces"]:
+        if gap >= piece["from"]:
+            rung = piece["rung"]
+    return rung
+
+
+# --- leave one source out ----------------------------------------------------------------------
+
+def held_out(exs: Sequence[Example], gap: str = "linear_probe",
+             window_size: int | None = None) -> dict[tuple, dict[str, Any]]:
+    """For every example: the rung and cell of the model fitted without its source."""
+    from heuristics.rules.ladder import ladder_confidence
+
+    out = {}
+    for source in sorted({e.source for e in exs}):
+        model = fit_model([e for e in exs if e.source != source], gap, window_size)
+        for e in exs:
+            if e.source == source:
+                g = e.gaps[gap]
+                rung = predict(model, g, e.budget)
+                out[e.key] = {"cell": model["ladder"][rung]["cell"], "rung": rung, "gap": g,
+                              "confidence": ladder_confidence(model, g, e.budget)}
+    return out
+
+
+def needed_runs(cells: Mapping[tuple[str, str, str], Any],
+                settings: Mapping[tuple[str, str, str], Iterable[str]]) -> dict[str, list[str]]:
+    """Per ``task|backbone|budget``: the grid cells still lacking a fresh seed."""
+    out: dict[str, list[str]] = {}
+    for key, wanted in settings.items():
+        cell = cells[key]
+        missing = sorted({c for c in wanted
+                          if c != t.DEFAULT_CELL and not cell.has_seeds(c)})
+        if missing:
+            out["|".join(key)] = missing
+    return out
+
+
+def write_fitted(model: Mapping[str, Any], path: Path = FITTED) -> None:
+    body = pprint.pformat(json.loads(json.dumps(model)), width=96, sort_dicts=True)
+    path.write_text(
+        '"""The recommender\'s fit to the meta-benchmark (issue 19): written by ``python '
+        'benchmarks/meta.py fit``\n(benchmarks/meta_fit.py) from benchmarks/results/meta.jsonl;'
+        ' do not edit by hand. Read by\n:mod:`heuristics.rules.ladder`."""\n\n'
+        "from __future__ import annotations\n\n# fmt: off\nMODEL = " + body + "\n",
+        encoding="utf-8")
+
+
+def alternatives(exs: Sequence[Example]) -> list[dict[str, Any]]:
+    """Held-out (leave-one-source-out) seed-0 gain over the default of the shipped model and
+    of the alternatives tried: other gaps, the nearest-tasks window model."""
+    out = []
+    for gap in GAPS:
+        for size in (None, 8, 12, 16):
+            if size and gap != "linear_probe":
+                continue
+            cells = held_out(exs, gap, size)
+            d = np.array([e.gain(cells[e.key]["cell"]) for e in exs])
+            by_source: dict[str, list[float]] = {}
+            for e in exs:
+                by_source.setdefault(e.source, []).append(e.gain(cells[e.key]["cell"]))
+            worst = min(by_source, key=lambda k: float(np.mean(by_source[k])))
+            out.append({"gap": gap, "model": f"window of {size}" if size else "staircase",
+                        "gain": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d))),
+                        "worst": worst, "worst_gain": float(np.mean(by_source[worst])),
+                        "default": sum(cells[e.key]["rung"] == 0 for e in exs),
+                        "tasks": len(exs)})
+    return out
+
+
+def fit_main(args) -> int:
+    from benchmarks import meta_report
+
+    exs = examples(meta_report.load(t.read_results(args.results)))
+    model = fit_model(exs)
+    write_fitted(model, args.out)
+    print(f"fitted on {len(exs)} task-conditions from {len({e.source for e in exs})} sources:"
+          f" gap {model['gap']}; ladder " + " -> ".join(r["cell"] for r in model["ladder"]))
+    for budget, b in model["budgets"].items():
+        print(f"  {budget} ({b['tasks']} tasks): "
+              + ", ".join(f"rung {p['rung']} from {p['from']:g}" for p in b["pieces"]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def loso_main(args) -> int:
+    """The held-out recommendations, and the fresh-seed runs their scoring lacks."""
+    from benchmarks import meta_report
+    from heuristics.rules.fitted import MODEL
+
+    cells = meta_report.load(t.read_results(args.results))
+    exs = examples(cells)
+    if args.alternatives:
+        for row in alternatives(exs):
+            print(f"{row['gap']:13s} {row['model']:12s} held-out seed-0 gain {row['gain']:+.2f}"
+                  f" ± {row['se']:.2f} (worst source {row['worst']} {row['worst_gain']:+.2f}; "
+                  f"default kept on {row['default']}/{row['tasks']})")
+        return 0
+    held = held_out(exs, MODEL["gap"])
+    wanted = {}
+    for e in exs:
+        shipped = MODEL["ladder"][predict(MODEL, e.gaps[MODEL["gap"]], e.budget)]["cell"]
+        wanted[e.key] = {held[e.key]["cell"], shipped}
+    need = needed_runs(cells, wanted)
+    for key, h in sorted(held.items()):
+        print(f"{'|'.join(key):55s} gap {h['gap']:.3f} rung {h['rung']} {h['cell']} "
+              f"({h['confidence']})")
+    print(f"{sum(map(len, need.values()))} setting(s) x {len(t.CONFIRM_SEEDS)} fresh seeds "
+          f"still to run on {len(need)} task-condition(s)")
+    if args.need:
+        args.need.write_text(json.dumps(need, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {args.need}")
+    return 0
