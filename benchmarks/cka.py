@@ -95,7 +95,7 @@ def moved(root: Path, name: str, rows: Sequence[Mapping[str, Any]], seed: int,
     analysis = next(r["analysis"] for r in rows
                     if r.get("kind") == "analysis" and r["dataset"] == name)
     done = next(r for r in rows if r.get("kind") == "run" and r["dataset"] == name)
-    rec_hp = t.recommend_from(analysis).hyperparameters
+    rec_hp = t.recommend_from(analysis, rules="paper").hyperparameters  # as the runs were
     budget = Budget.for_recommendation(rec_hp, done["budget"]["epochs"],
                                        done["budget"]["image_size"])
     split = split_from_folders({r: load_dataset(root / r) for r in ("train", "test")},

@@ -76,6 +76,7 @@ class Example:
     gaps: Mapping[str, float]  # heuristics.gaps, by name
     scores: Mapping[str, float]  # grid cell -> seed-0 accuracy (validation and test), %
     gap: float = math.nan  # the gap the current model reads
+    lpft_on_minus_off: float | None = None  # fresh seeds, at the earlier recommendation, %
 
     def gain(self, cell: str) -> float:
         return self.scores[cell] - self.scores[t.DEFAULT_CELL]
@@ -94,8 +95,20 @@ def examples(cells: Mapping[tuple[str, str, str], Any]) -> list[Example]:
         scores = {row["setting"]: 100.0 * cell.score(row) for row in cell.grid_rows()}
         gaps = {name: fit_gap(name, a["measures"], a["num_classes"]) for name in GAPS}
         out.append(Example(task, meta.origin(meta.BY_ID[task]), backbone, budget,
-                           {k: v for k, v in gaps.items() if v is not None}, scores))
+                           {k: v for k, v in gaps.items() if v is not None}, scores,
+                           lpft_on_minus_off=_lpft(cell)))
     return out
+
+
+def _lpft(cell: Any) -> float | None:
+    twin = cell.twin()
+    recs = [s for s in cell.paired if s.startswith("rec@") and cell.has_seeds(s)]
+    if twin is None or len(recs) != 1:
+        return None
+    rec = recs[0]
+    seeds = cell.seeds
+    on, off = (twin, rec) if twin.startswith("lpft-on@") else (rec, twin)
+    return 100.0 * float(np.mean(cell.paired[on].values(seeds) - cell.paired[off].values(seeds)))
 
 
 def reading(exs: Iterable[Example], gap: str) -> list[Example]:
@@ -122,6 +135,8 @@ def moves(cell: str) -> list[str]:
 
 
 def fit_ladder(fit: Sequence[Example]) -> list[str]:
+    if not fit:
+        return [t.DEFAULT_CELL]
     mean = {cell: float(np.mean([e.gain(cell) for e in fit])) for cell in meta.GRID.cells()}
     best: tuple[tuple[float, float, int], list[str]] = ((0.0, 0.0, 0), [t.DEFAULT_CELL])
     frontier = [[t.DEFAULT_CELL]]
@@ -245,7 +260,7 @@ def fit_model(fit: Sequence[Example], gap: str = "linear_probe",
               window_size: int | None = None) -> dict[str, Any]:
     """The fitted model as plain data (what ``heuristics/rules/fitted.py`` holds);
     ``window_size``: the alternative nearest-tasks model instead of the staircase."""
-    fit = reading(fit, gap)
+    fit = reading([e for e in fit if gap in e.gaps], gap)
     ladder = fit_ladder(fit)
     budgets: dict[str, Any] = {}
     for budget, (epochs, image_size) in meta.BUDGETS.items():
@@ -270,7 +285,21 @@ def fit_model(fit: Sequence[Example], gap: str = "linear_probe",
                                     if len(pieces) > 1 else math.inf),
         }
     return {"gap": gap, "z": Z, "min_spacing": MIN_SPACING, "min_tasks": MIN_TASKS,
-            "ladder": [t.parse_cell(c) | {"cell": c} for c in ladder], "budgets": budgets}
+            "ladder": [t.parse_cell(c) | {"cell": c} for c in ladder], "budgets": budgets,
+            "grid": {"group_ratio": t.GROUP_RATIO, "head_cap": meta.GRID.head_cap,
+                     "l2sp_weight": t.L2SP_WEIGHT, "l2_weight": t.L2_WEIGHT},
+            "lpft": lpft_evidence(fit)}
+
+
+def lpft_evidence(fit: Sequence[Example]) -> dict[str, Any]:
+    """LP-FT on minus off at the earlier recommendation (its twin), fresh seeds, over the fit
+    tasks where both ran."""
+    diffs = [d for e in fit if e.lpft_on_minus_off is not None for d in [e.lpft_on_minus_off]]
+    if len(diffs) < 2:
+        return {"tasks": len(diffs)}
+    d = np.array(diffs)
+    return {"tasks": len(d), "gain": round(float(d.mean()), 2),
+            "se": round(float(d.std(ddof=1) / math.sqrt(len(d))), 2)}
 
 
 def predict(model: Mapping[str, Any], gap: float, budget: str) -> int:
@@ -289,6 +318,7 @@ def held_out(exs: Sequence[Example], gap: str = "linear_probe",
     """For every example: the rung and cell of the model fitted without its source."""
     from heuristics.rules.ladder import ladder_confidence
 
+    exs = [e for e in exs if gap in e.gaps]
     out = {}
     for source in sorted({e.source for e in exs}):
         model = fit_model([e for e in exs if e.source != source], gap, window_size)
@@ -317,11 +347,33 @@ def needed_runs(cells: Mapping[tuple[str, str, str], Any],
 def write_fitted(model: Mapping[str, Any], path: Path = FITTED) -> None:
     body = pprint.pformat(json.loads(json.dumps(model)), width=96, sort_dicts=True)
     path.write_text(
-        '"""The recommender\'s fit to the meta-benchmark (issue 19): written by ``python '
-        'benchmarks/meta.py fit``\n(benchmarks/meta_fit.py) from benchmarks/results/meta.jsonl;'
-        ' do not edit by hand. Read by\n:mod:`heuristics.rules.ladder`."""\n\n'
+        '"""The recommender\'s fit to the meta-benchmark (issue 19).\n\nWritten by ``python '
+        'benchmarks/meta.py fit`` (benchmarks/meta_fit.py) from\n'
+        'benchmarks/results/meta.jsonl; do not edit by hand. Read by '
+        ':mod:`heuristics.rules.ladder`.\n"""\n\n'
         "from __future__ import annotations\n\n# fmt: off\nMODEL = " + body + "\n",
         encoding="utf-8")
+
+
+def condition_effect(exs: Sequence[Example], ladder: Sequence[str],
+                     factor: str) -> list[dict[str, Any]]:
+    """Per rung: the paired difference of its seed-0 gain over the default between the two
+    values of ``factor`` ("backbone": Lite1 - Lite0 at the short budget; "budget": long -
+    short with Lite0) on the tasks run both ways; mean and standard error over tasks."""
+    if factor == "backbone":
+        a_of = {e.task: e for e in exs if e.budget == "short" and e.backbone == t.DEFAULT_BACKBONE}
+        b_of = {e.task: e for e in exs if e.budget == "short" and e.backbone != t.DEFAULT_BACKBONE}
+    else:
+        a_of = {e.task: e for e in exs if e.budget == "short" and e.backbone == t.DEFAULT_BACKBONE}
+        b_of = {e.task: e for e in exs if e.budget == "long" and e.backbone == t.DEFAULT_BACKBONE}
+    both = sorted(set(a_of) & set(b_of))
+    out = []
+    for k, cell in enumerate(ladder[1:], start=1):
+        d = np.array([b_of[x].gain(cell) - a_of[x].gain(cell) for x in both])
+        out.append({"rung": k, "cell": cell, "tasks": len(both),
+                    "diff": float(d.mean()) if len(d) else math.nan,
+                    "se": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan})
+    return out
 
 
 def alternatives(exs: Sequence[Example]) -> list[dict[str, Any]]:
@@ -329,20 +381,23 @@ def alternatives(exs: Sequence[Example]) -> list[dict[str, Any]]:
     of the alternatives tried: other gaps, the nearest-tasks window model."""
     out = []
     for gap in GAPS:
+        usable = [e for e in exs if gap in e.gaps]
+        if len({e.source for e in usable}) < 2:
+            continue
         for size in (None, 8, 12, 16):
             if size and gap != "linear_probe":
                 continue
-            cells = held_out(exs, gap, size)
-            d = np.array([e.gain(cells[e.key]["cell"]) for e in exs])
+            cells = held_out(usable, gap, size)
+            d = np.array([e.gain(cells[e.key]["cell"]) for e in usable])
             by_source: dict[str, list[float]] = {}
-            for e in exs:
+            for e in usable:
                 by_source.setdefault(e.source, []).append(e.gain(cells[e.key]["cell"]))
             worst = min(by_source, key=lambda k: float(np.mean(by_source[k])))
             out.append({"gap": gap, "model": f"window of {size}" if size else "staircase",
                         "gain": float(d.mean()), "se": float(d.std(ddof=1) / math.sqrt(len(d))),
                         "worst": worst, "worst_gain": float(np.mean(by_source[worst])),
-                        "default": sum(cells[e.key]["rung"] == 0 for e in exs),
-                        "tasks": len(exs)})
+                        "default": sum(cells[e.key]["rung"] == 0 for e in usable),
+                        "tasks": len(usable)})
     return out
 
 

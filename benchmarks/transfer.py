@@ -88,16 +88,22 @@ def parse_cell(setting: str) -> dict[str, Any] | None:
             "base_lr": float(parts[3])}
 
 
-def recommend_from(analysis: Mapping[str, Any], overrides: Mapping[str, Any] | None = None):
-    """The heuristics' recommendation from stored measures (no features, no torch)."""
+def recommend_from(analysis: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   budget: tuple[int, int] | None = None, rules: str | None = None):
+    """The heuristics' recommendation from stored measures (no features, no torch), for the
+    planned ``budget`` (epochs, image size; default: the rule table's own); ``rules="paper"``:
+    the paper's table from before the fit (``heuristics.rules.PAPER_RULES``)."""
     import heuristics
+    from heuristics.rules import PAPER_RULES
     from heuristics.types import Block
 
     return heuristics.advise(
         analysis["measures"], profile=analysis["profile"],
         blocks=[Block(b["name"], tuple(b["modules"])) for b in analysis["blocks"]],
         head_modules=tuple(analysis["head_modules"]), num_images=analysis["num_images"],
-        num_classes=analysis["num_classes"], overrides=dict(overrides or {}))
+        num_classes=analysis["num_classes"], overrides=dict(overrides or {}),
+        budget={"epochs": budget[0], "image_size": budget[1]} if budget else None,
+        **({"rules": PAPER_RULES} if rules == "paper" else {}))
 
 
 @dataclass(frozen=True)
@@ -293,7 +299,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         print(f"{name}: analysing {root / 'train'} with {bname}", flush=True)
         analysis = analyse(root, device, backbone)
         append(results, {"kind": "analysis", "dataset": name, **tag, "analysis": analysis})
-    rec_hp = recommend_from(analysis).hyperparameters
+    rec_hp = recommend_from(analysis, budget=(epochs, size)).hyperparameters
     budget = Budget.for_recommendation(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
     split = split_from_folders(parts, GRID_SEED)
@@ -306,7 +312,8 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         settings["scratch"] = scratch_hyperparameters(analysis, rec_hp)
     flip = []
     if grid_spec.lpft_flip:  # the LP-FT axis at the recommended point: the other way round
-        flipped = recommend_from(analysis, {"lp_ft": not rec_hp.lp_ft}).hyperparameters
+        flipped = recommend_from(analysis, {"lp_ft": not rec_hp.lp_ft},
+                                 budget=(epochs, size)).hyperparameters
         flip = [lpft_flip_id(flipped)]
         settings[flip[0]] = flipped
     extra_ids = []

@@ -36,6 +36,7 @@ def advise(
     rules: Sequence[Rule] = RULES,
     derived: Mapping[str, Derived] = DERIVED,
     cautions: Sequence[CautionRule] = CAUTIONS,
+    budget: Mapping[str, int] | None = None,
 ) -> Recommendation:
     """Turn measures of fit into the paper's non-binary fine-tuning hyperparameters, with reasons.
 
@@ -70,12 +71,17 @@ def advise(
     cautions : sequence of CautionRule, optional
         Evaluated after the rules (default :data:`heuristics.cautions.CAUTIONS`): those that
         fire become ``warnings`` and cap the confidence of every value a rule set.
+    budget : mapping, optional
+        The training the user plans: ``epochs`` and ``image_size`` (pixels). The fitted
+        ladder follows the benchmark's evidence at the nearest benchmark budget. Default: the
+        rule table's own epochs (or the user's ``epochs`` override) at 224 px.
 
     Returns
     -------
     Recommendation
         ``to_dict()`` gives ``hyperparameters``, ``details``, ``reasons``, ``trace`` (the rules,
-        then the cautions), ``defaults_used``, ``overrides`` and ``warnings``.
+        then the cautions), ``defaults_used``, ``overrides``, ``warnings`` and ``ladder`` (the
+        fitted ladder's verdict and the budget it is for; None without its measure).
 
     Raises
     ------
@@ -91,7 +97,9 @@ def advise(
                           head_modules, num_images, num_classes, MEASURE_BOUNDS)
     block_names = tuple(b.name for b in inputs.blocks)
     user = check_overrides(overrides if overrides is not None else {}, block_names)
-    evaluation = evaluate(rules, inputs.values, {"block_names": block_names}, derived, user)
+    plan = _plan(budget, inputs.values, block_names, derived, user)
+    evaluation = evaluate(rules, inputs.values, {"block_names": block_names, **plan}, derived,
+                          user)
     decisions = evaluation.decisions
     unset = [name for name in DECIDED if name not in decisions]
     if unset:
@@ -108,7 +116,50 @@ def advise(
         defaults_used=tuple(name for name in DECIDED if decisions[name].default),
         overrides=user,
         warnings=warnings,
+        ladder=_ladder(decisions, inputs.values, plan),
     )
+
+
+def _plan(budget: Mapping[str, int] | None, values: Mapping[str, Any],
+          block_names: tuple[str, ...], derived: Mapping[str, Derived],
+          user: Mapping[str, Any]) -> dict[str, int]:
+    """The planned epochs and image size: the user's, else the budget rules' epochs."""
+    from heuristics.rules import budget as budget_rules
+    from heuristics.rules.ladder import DEFAULT_IMAGE_SIZE
+
+    budget = dict(budget or {})
+    for key in budget:
+        if key not in ("epochs", "image_size"):
+            raise ValueError(f"budget: unknown key {key!r} (expected epochs, image_size)")
+        value = budget[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"budget: {key} must be a positive integer, got {value!r}")
+    epochs = budget.get("epochs")
+    if epochs is None:
+        epochs = evaluate(budget_rules.RULES, values, {"block_names": block_names}, derived,
+                          {k: v for k, v in user.items() if k in ("batch_size", "epochs")}
+                          ).decisions["epochs"].value
+    return {"planned_epochs": int(epochs),
+            "planned_image_size": int(budget.get("image_size") or DEFAULT_IMAGE_SIZE)}
+
+
+def _ladder(decisions: Mapping[str, Decision], values: Mapping[str, Any],
+            plan: Mapping[str, int]) -> dict[str, Any] | None:
+    """The fitted ladder's verdict, for the JSON and the report's first line."""
+    from heuristics.gaps import fit_gap
+    from heuristics.rules.ladder import MODEL, describe, plan_for
+
+    rung = decisions.get("ladder_rung")
+    if rung is None or rung.value is None:
+        return None
+    step = MODEL["ladder"][rung.value]
+    return {
+        "rung": rung.value, "rungs": len(MODEL["ladder"]), "setting": describe(step),
+        "keep_default": rung.value == 0, "confidence": rung.confidence,
+        "gap": {"name": MODEL["gap"],
+                "value": fit_gap(MODEL["gap"], values, values["num_classes"])},
+        "budget": plan_for(plan["planned_epochs"], plan["planned_image_size"]).to_dict(),
+    }
 
 
 def _detail(decision: Decision) -> Detail:

@@ -433,6 +433,9 @@ class Recommendation:
     defaults_used: tuple[str, ...]
     overrides: Mapping[str, Any] = field(default_factory=FrozenMap)
     warnings: tuple[Caution, ...] = ()
+    # The fitted ladder's verdict (None when its measure was missing): the rung, whether the
+    # advice is to keep the binary default, the fit gap and the budget the advice is for.
+    ladder: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -442,5 +445,6 @@ class Recommendation:
             "trace": plain(self.trace),
             "defaults_used": list(self.defaults_used),
             "overrides": plain(self.overrides),
-            "warnings": plain(self.warnings),  # last: the keys before it keep their order
+            "warnings": plain(self.warnings),
+            "ladder": plain(self.ladder) if self.ladder is not None else None,
         }

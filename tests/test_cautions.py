@@ -211,9 +211,9 @@ def test_a_caution_rule_rejects_an_unknown_cap():
 # --- JSON --------------------------------------------------------------------------------------
 
 
-def test_warnings_are_the_last_key_and_the_earlier_keys_keep_their_order():
+def test_the_keys_keep_their_order_warnings_then_the_fitted_ladder():
     assert list(run(SAMPLE).to_dict()) == ["hyperparameters", "details", "reasons", "trace",
-                                           "defaults_used", "overrides", "warnings"]
+                                           "defaults_used", "overrides", "warnings", "ladder"]
 
 
 def test_no_warnings_serialise_as_an_empty_list():

@@ -22,7 +22,9 @@ Rule ids are ``<area>.<what>``, one module per area group:
 
 from __future__ import annotations
 
-from heuristics.rules import budget, groups, lpft, lr, regularisation, reinit
+from dataclasses import replace
+
+from heuristics.rules import budget, groups, ladder, lpft, lr, regularisation, reinit
 from heuristics.rules.measures import MEASURE_BOUNDS
 from heuristics.types import Derived, Rule
 
@@ -38,7 +40,7 @@ DECIDED = (
 :class:`~heuristics.types.Hyperparameters` is assembled from them by :func:`heuristics.advise`
 (``head_lr``, ``upper_lr`` and ``lower_lr`` become the learning-rate groups' rates)."""
 
-RULES: tuple[Rule, ...] = (
+PAPER_RULES: tuple[Rule, ...] = (
     *regularisation.FIT_RULES,
     *reinit.RULES,
     *groups.SPLIT_RULES,
@@ -48,9 +50,36 @@ RULES: tuple[Rule, ...] = (
     *budget.RULES,
     *lpft.RULES,
 )
+"""The paper's rules with nbtl's provisional thresholds, before the fit to the meta-benchmark
+(issue 19): kept for the paper-reproduction test, and as the fallback of :data:`RULES` when the
+fitted ladder lacks its measure."""
+
+# Safety caps that hold whatever set the value: a user's split block stays transferred, the
+# bottom block is never re-initialised.
+_ALWAYS = ("reinit.keep_user_split_block", "reinit.keep_bottom_block")
+
+
+def _unless_ladder(rule: Rule) -> Rule:
+    """An adjust rule of the paper's table that yields to the fitted ladder."""
+    if rule.kind != "adjust" or rule.target not in ladder.LADDER_TARGETS or rule.id in _ALWAYS:
+        return rule
+    return replace(rule, needs=(*rule.needs, "ladder_rung"),
+                   condition=lambda v, c=rule.condition: v["ladder_rung"] is None and c(v),
+                   when=rule.when + " (and no fitted ladder: ladder_rung {ladder_rung})")
+
+
+RULES: tuple[Rule, ...] = (
+    *budget.RULES,
+    *ladder.RULES,
+    *(_unless_ladder(rule) for rule in PAPER_RULES if rule not in budget.RULES),
+)
+"""The table :func:`heuristics.advise` evaluates: the budget first (the ladder reads the planned
+epochs), the fitted ladder (:mod:`.ladder`), then the paper's rules, which decide what the
+ladder leaves (or everything, when its measure is missing)."""
 
 DERIVED: dict[str, Derived] = {d.name: d for d in (
     *regularisation.DERIVED, *reinit.DERIVED, *groups.DERIVED, *lr.DERIVED, *budget.DERIVED,
+    *ladder.DERIVED,
 )}
 
-__all__ = ["DECIDED", "DERIVED", "MEASURE_BOUNDS", "RULES"]
+__all__ = ["DECIDED", "DERIVED", "MEASURE_BOUNDS", "PAPER_RULES", "RULES"]

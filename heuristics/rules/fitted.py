@@ -1,6 +1,8 @@
-"""The recommender's fit to the meta-benchmark (issue 19): written by ``python benchmarks/meta.py fit``
-(benchmarks/meta_fit.py) from benchmarks/results/meta.jsonl; do not edit by hand. Read by
-:mod:`heuristics.rules.ladder`."""
+"""The recommender's fit to the meta-benchmark (issue 19).
+
+Written by ``python benchmarks/meta.py fit`` (benchmarks/meta_fit.py) from
+benchmarks/results/meta.jsonl; do not edit by hand. Read by :mod:`heuristics.rules.ladder`.
+"""
 
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ MODEL = {'budgets': {'long': {'backbones': ['tf_efficientnet_lite0', 'tf_efficie
                                    'textures'],
                        'tasks': 41}},
  'gap': 'linear_probe',
+ 'grid': {'group_ratio': 10.0, 'head_cap': 0.1, 'l2_weight': 0.0001, 'l2sp_weight': 0.02},
  'ladder': [{'base_lr': 0.01,
              'cell': 'r0-l2-one-0.01',
              'lr_mode': 'one',
@@ -128,6 +131,7 @@ MODEL = {'budgets': {'long': {'backbones': ['tf_efficientnet_lite0', 'tf_efficie
              'lr_mode': 'groups',
              'reg': 'l2',
              'reinit': 2}],
+ 'lpft': {'gain': -1.15, 'se': 0.9, 'tasks': 52},
  'min_spacing': 0.02,
  'min_tasks': 5,
  'z': 2.0}

@@ -1,0 +1,149 @@
+"""benchmarks/meta_fit.py (issue 19): the ladder, the staircase, no cliffs, leave-one-source-out,
+and the committed fit reproduced from the committed results by one command."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks import meta  # noqa: E402
+from benchmarks import meta_fit as f  # noqa: E402
+from benchmarks import transfer as t  # noqa: E402
+
+FAR = "r2-l2-groups-0.003"
+
+
+def example(task: str, source: str, gap: float, gains: dict[str, float],
+            budget: str = "short") -> f.Example:
+    scores = {cell: 50.0 for cell in meta.GRID.cells()}
+    for cell, gain in gains.items():
+        scores[cell] = 50.0 + gain
+    return f.Example(task, source, t.DEFAULT_BACKBONE, budget, {"linear_probe": gap}, scores)
+
+
+def synthetic(n: int = 24, cut: float = 0.3) -> list[f.Example]:
+    """Reinit 1 then the far recipe gain beyond ``cut``, lose below it (small, fixed noise)."""
+    out = []
+    for i in range(n):
+        gap = 0.6 * i / (n - 1)
+        wiggle = ((i * 7) % 5 - 2) * 0.4
+        far = (8.0 if gap > cut else -4.0) + wiggle
+        one = (3.0 if gap > cut else -2.0) + wiggle
+        out.append(example(f"task{i}", f"src{i % 4}", gap,
+                           {"r1-l2-one-0.01": one, "r2-l2-one-0.01": one, FAR: far}))
+    return out
+
+
+def test_the_ladder_moves_one_axis_per_rung_toward_the_best_mean_gain():
+    ladder = f.fit_ladder(synthetic())
+    assert ladder[0] == t.DEFAULT_CELL and ladder[-1] == FAR
+    for a, b in itertools.pairwise(ladder):
+        assert b in f.moves(a)
+    assert len(ladder) - 1 <= f.LADDER_STEPS
+
+
+def test_moves_change_one_axis():
+    for cell in meta.GRID.cells():
+        for other in f.moves(cell):
+            a, b = t.parse_cell(cell), t.parse_cell(other)
+            changed = {k for k in ("reinit", "reg") if a[k] != b[k]}
+            if (a["lr_mode"], a["base_lr"]) != (b["lr_mode"], b["base_lr"]):
+                changed.add("lr")
+            assert len(changed) == 1 and abs(a["reinit"] - b["reinit"]) <= 1
+
+
+def test_the_staircase_climbs_where_the_gains_are_and_not_below():
+    exs = f.reading(synthetic(), "linear_probe")
+    ladder = f.fit_ladder(exs)
+    model = f.fit_model(synthetic())
+    assert f.predict(model, 0.05, "short") == 0 and f.predict(model, 0.2, "short") == 0
+    assert f.predict(model, 0.59, "short") == len(ladder) - 1
+    thresholds = f.staircase(exs, ladder)
+    assert all(x is None or 0.25 <= x <= 0.35 for x in thresholds)
+
+
+def test_nothing_beyond_noise_keeps_the_default():
+    flat = [example(f"t{i}", f"s{i % 3}", i / 30, {FAR: (-1) ** i * 3.0}) for i in range(20)]
+    model = f.fit_model(flat)
+    assert all(p["rung"] == 0 for p in model["budgets"]["short"]["pieces"])
+
+
+def test_a_rung_needs_min_tasks():
+    few = [example(f"t{i}", f"s{i}", 0.5 + i / 100, {FAR: 20.0})
+           for i in range(f.MIN_TASKS - 1)]
+    many = few + [example(f"u{i}", f"s{i}", 0.01 * i, {FAR: -20.0}) for i in range(10)]
+    assert all(p["rung"] == 0 for p in f.fit_model(many)["budgets"]["short"]["pieces"])
+
+
+@pytest.mark.parametrize("raw", [[0] * 5 + [3] * 40 + [0] * 10 + [2] * 3 + [0] * 30,
+                                 [3] * 50, [0, 3] * 30, [1] * 10 + [2] * 10 + [0] * 50])
+def test_no_cliffs_lowers_only_and_moves_one_rung_per_min_spacing(raw):
+    out = f.no_cliffs(raw)
+    width = round(f.MIN_SPACING / f.STEP)
+    assert len(out) == len(raw) and all(o <= r for o, r in zip(out, raw, strict=True))
+    runs = f._runs(out)
+    for (a, _), (c, _) in itertools.pairwise(runs):
+        assert abs(out[a] - out[c]) == 1
+    for a, b in runs[:-1]:
+        assert b - a >= width or a == 0
+
+
+def test_held_out_never_fits_on_the_held_out_source(monkeypatch):
+    seen = []
+    real = f.fit_model
+
+    def spy(fit, *args, **kwargs):
+        seen.append({e.source for e in fit})
+        return real(fit, *args, **kwargs)
+
+    monkeypatch.setattr(f, "fit_model", spy)
+    exs = synthetic()
+    held = f.held_out(exs)
+    sources = sorted({e.source for e in exs})
+    assert len(seen) == len(sources)
+    for source, fitted_on in zip(sources, seen, strict=True):
+        assert source not in fitted_on and fitted_on == set(sources) - {source}
+    assert set(held) == {e.key for e in exs}
+
+
+def test_the_fitted_module_round_trips(tmp_path):
+    model = f.fit_model(synthetic())
+    path = tmp_path / "fitted.py"
+    f.write_fitted(model, path)
+    spec = importlib.util.spec_from_file_location("fitted_copy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.MODEL == model
+
+
+def test_the_committed_fit_is_what_one_command_makes_from_the_committed_results():
+    """heuristics/rules/fitted.py is `python benchmarks/meta.py fit` on
+    benchmarks/results/meta.jsonl: refit after adding results."""
+    from benchmarks import meta_report
+    from heuristics.rules.fitted import MODEL
+
+    if not meta.RESULTS.is_file():
+        pytest.skip("no committed results")
+    exs = f.examples(meta_report.load(t.read_results(meta.RESULTS)))
+    model = f.fit_model(exs)
+    import json
+    assert json.loads(json.dumps(model)) == MODEL
+    assert not any(isinstance(v, float) and math.isnan(v) for v in _leaves(MODEL))
+
+
+def _leaves(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _leaves(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _leaves(v)
+    else:
+        yield node
