@@ -122,8 +122,9 @@ def advise(
 
 def _plan(budget: Mapping[str, int] | None, values: Mapping[str, Any],
           block_names: tuple[str, ...], derived: Mapping[str, Derived],
-          user: Mapping[str, Any]) -> dict[str, int]:
-    """The planned epochs and image size: the user's, else the budget rules' epochs."""
+          user: Mapping[str, Any]) -> dict[str, Any]:
+    """The planned epochs and image size: the user's, else the budget rules' epochs; and
+    where the epochs came from ("budget", "epochs override" or "rule table")."""
     from heuristics.rules import budget as budget_rules
     from heuristics.rules.ladder import DEFAULT_IMAGE_SIZE
 
@@ -135,12 +136,15 @@ def _plan(budget: Mapping[str, int] | None, values: Mapping[str, Any],
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"budget: {key} must be a positive integer, got {value!r}")
     epochs = budget.get("epochs")
+    stated = "budget" if epochs is not None else "epochs override" if "epochs" in user \
+        else "rule table"
     if epochs is None:
         epochs = evaluate(budget_rules.RULES, values, {"block_names": block_names}, derived,
                           {k: v for k, v in user.items() if k in ("batch_size", "epochs")}
                           ).decisions["epochs"].value
     return {"planned_epochs": int(epochs),
-            "planned_image_size": int(budget.get("image_size") or DEFAULT_IMAGE_SIZE)}
+            "planned_image_size": int(budget.get("image_size") or DEFAULT_IMAGE_SIZE),
+            "planned_from": stated}
 
 
 def _ladder(decisions: Mapping[str, Decision], values: Mapping[str, Any],
@@ -158,7 +162,8 @@ def _ladder(decisions: Mapping[str, Decision], values: Mapping[str, Any],
         "keep_default": rung.value == 0, "confidence": rung.confidence,
         "gap": {"name": MODEL["gap"],
                 "value": fit_gap(MODEL["gap"], values, values["num_classes"])},
-        "budget": plan_for(plan["planned_epochs"], plan["planned_image_size"]).to_dict(),
+        "budget": {**plan_for(plan["planned_epochs"], plan["planned_image_size"]).to_dict(),
+                   "epochs_from": plan["planned_from"]},
     }
 
 

@@ -115,6 +115,19 @@ def recommend_command(
     validate_size: Annotated[int, typer.Option(
         "--validate-size", help="Image size in pixels for --validate runs.")]
         = _VALIDATION.image_size,
+    train_epochs: Annotated[int | None, typer.Option(
+        "--train-epochs", metavar="N",
+        help="The training you plan: epochs. The advice follows the meta-benchmark's evidence "
+             "at the nearest benchmark budget (default: with --validate, the validation's "
+             "epochs and size; else the recommendation's own epochs at --image-size or "
+             "224 px).", show_default=False)] = _OPTIONS.train_epochs,
+    train_size: Annotated[int | None, typer.Option(
+        "--train-size", metavar="PX",
+        help="The training you plan: image size in pixels. The advice follows the "
+             "meta-benchmark's evidence at the nearest benchmark budget (default: with "
+             "--validate, the validation's epochs and size; else the recommendation's own "
+             "epochs at --image-size or 224 px).", show_default=False)]
+        = _OPTIONS.train_size,
     search: Annotated[int, typer.Option(
         "--search", metavar="N",
         help="Also try N settings within the recommendation's ranges, starting from it "
@@ -206,6 +219,7 @@ def recommend_command(
                          seed=seed, batch_size=batch_size, workers=workers,
                          device=device, use_cache=not no_cache, offline=offline,
                          scratch=scratch, scratch_epochs=scratch_epochs, overrides=overrides,
+                         train_epochs=train_epochs, train_size=train_size,
                          validate=validate, search=search))
     options = Options.from_kwargs(
         labels_csv=labels, model=models[0], weights=files.get(models[0]),
@@ -214,8 +228,9 @@ def recommend_command(
         device=device, use_cache=not no_cache, offline=offline, scratch=scratch,
         scratch_epochs=scratch_epochs, overrides=overrides, validate=validate,
         validate_seeds=validate_seeds, validate_epochs=validate_epochs,
-        validate_size=validate_size, search=search, search_db=search_db, storage=storage,
-        study=study, role=role.value, prune=prune)
+        validate_size=validate_size, train_epochs=train_epochs, train_size=train_size,
+        search=search, search_db=search_db, storage=storage, study=study, role=role.value,
+        prune=prune)
     from recommender.pipeline import recommend
 
     json_file, out, err = _outputs(path, json_out, emit, quiet, html_out, plot_out)

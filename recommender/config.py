@@ -112,6 +112,10 @@ class Options:
     overrides: Mapping[str, Any] = field(default_factory=FrozenMap)
     validation: ValidationOptions | None = None
     search: SearchOptions | None = None
+    # The training the user plans (--train-epochs, --train-size): the fitted ladder follows
+    # the meta-benchmark at the nearest benchmark budget (recommender.pipeline.plan_budget).
+    train_epochs: int | None = None
+    train_size: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", FrozenMap(self.overrides))
@@ -171,6 +175,12 @@ class Options:
                              "8 on the CPU, 32 on a GPU).")
         if self.scratch_epochs is not None and self.scratch_epochs < 1:
             raise UsageError(f"--scratch-epochs {self.scratch_epochs} must be at least 1.")
+        if self.train_epochs is not None and self.train_epochs < 1:
+            raise UsageError(f"--train-epochs {self.train_epochs} must be at least 1 (or left "
+                             "out).")
+        if self.train_size is not None and self.train_size < 32:
+            raise UsageError(f"--train-size {self.train_size} must be at least 32 pixels (or "
+                             "left out).")
         if self.search is not None:
             self.search.check()
         if self.validation is not None:
@@ -187,4 +197,6 @@ class Options:
                 "validate": self.validation is not None,
                 "validate_seeds": self.validation.seeds if self.validation else None,
                 "search": self.search.trials if self.search else None,
+                "train_epochs": self.train_epochs,
+                "train_size": self.train_size,
                 "analysed": analysed}

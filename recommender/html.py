@@ -32,6 +32,7 @@ from recommender.report import (
     _fmt_value,
     _verdict,
     fit_sentence,
+    ladder_sentence,
 )
 
 # Section ids, in page order; "search" and "ranking" appear only when the document has them.
@@ -178,9 +179,14 @@ def _verdict_section(doc: Mapping[str, Any]) -> str:
              if overall == "low" else "")
     warnings = [f'<p class="warning">Warning: {escape(w["text"])}</p>'
                 for w in rec.get("warnings", [])]
+    ladder = ladder_sentence(doc)
+    if ladder is not None:
+        head, _, rest = ladder.partition(": ")
+        ladder = f"<p><b>{escape(head)}:</b> {escape(rest)}</p>"
     return _section(
         "verdict", "Verdict",
         f'<p class="verdict"><b>Fit.</b> {escape(fit_sentence(doc))}</p>',
+        *([ladder] if ladder else []),
         f"<p><b>Change from the binary default</b> (every layer transferred, one learning rate "
         f"{escape(_fmt_value(BINARY_LR))}, L2 toward zero):</p>",
         "<ul>", *items, "</ul>",

@@ -120,8 +120,8 @@ def recommend(
     arguments named as the ``nbtl-recommend`` options (``labels_csv``, ``model``, ``weights``,
     ``image_size``, ``max_per_class``, ``seed``, ``batch_size``, ``workers``, ``device``,
     ``use_cache``, ``offline``, ``scratch``, ``scratch_epochs``, ``overrides``, ``validate``,
-    ``validate_seeds``, ``validate_epochs``, ``validate_size``, ``search``, ``search_db``,
-    ``storage``, ``study``, ``role``, ``prune``):
+    ``validate_seeds``, ``validate_epochs``, ``validate_size``, ``train_epochs``,
+    ``train_size``, ``search``, ``search_db``, ``storage``, ``study``, ``role``, ``prune``):
     ``scratch`` also trains the network from random initialisation for ``scratch_epochs`` (the
     paper's own measure of fit), ``overrides`` maps hyperparameter names to values that win
     over every rule. ``validate`` fine-tunes the recommendation and the binary default on a
@@ -129,7 +129,11 @@ def recommend(
     ``validate_size`` px); ``search`` > 0 also tries that many settings within the
     recommendation's ranges (stored in ``search_db`` or the ``storage`` URL, default in the
     cache folder, so an interrupted search resumes and workers on other machines can join the
-    study; ``role="worker"`` only runs trials, ``prune`` stops weak ones early). With
+    study; ``role="worker"`` only runs trials, ``prune`` stops weak ones early).
+    ``train_epochs`` and ``train_size`` (pixels) are the training you plan: the advice follows
+    the meta-benchmark's evidence at the nearest benchmark budget (default: with ``validate``,
+    the validation's epochs and size; else the recommendation's own epochs at ``image_size``
+    or 224 px). With
     either, the probes see only the training images. A folder with ``train/`` and ``test/``
     (and optionally ``val/``) sub-folders is taken as the user's own split. ``on_stage(text)``
     is told when each step starts, and
@@ -246,6 +250,7 @@ def analyse_scanned(
         timings["scratch_s"] = time.perf_counter() - mark
 
     profile = block_profile(results)
+    budget = plan_budget(options)
 
     def remake(extra: Mapping[str, Any]) -> heuristics.Recommendation:
         try:
@@ -257,6 +262,7 @@ def analyse_scanned(
                 num_images=len(dataset.samples),
                 num_classes=len(dataset.classes),
                 overrides={**dict(options.overrides), **dict(extra)},
+                budget=budget,
             )
         except ValueError as exc:
             if not options.overrides:  # the rules alone failed: a bug, not a user mistake
@@ -293,6 +299,24 @@ def analyse_scanned(
         random_init_images=analysis.random_init_images,
         consecutive_cka=analysis.consecutive_cka,
     )
+
+
+def plan_budget(options: Options) -> dict[str, int]:
+    """The training the user plans, for :func:`heuristics.advise` (``budget``): the fitted
+    ladder follows the meta-benchmark's evidence at the nearest benchmark budget.
+
+    ``--train-epochs`` and ``--train-size`` win; else, with ``--validate``, the budget the
+    validation fine-tunes at (so that it checks the advice for that budget); else no epochs
+    (the rule table's own, or the user's ``--set epochs``) at ``--image-size`` or 224 px.
+    """
+    from heuristics.rules.ladder import DEFAULT_IMAGE_SIZE
+
+    validation = options.validation
+    epochs = options.train_epochs or (validation.epochs if validation else None)
+    size = options.train_size or (validation.image_size if validation
+                                  else options.image_size or DEFAULT_IMAGE_SIZE)
+    budget = {"epochs": epochs, "image_size": size}
+    return {key: int(value) for key, value in budget.items() if value is not None}
 
 
 # The heavy modules (torch, timm) are imported on first use, so that a run whose analysis

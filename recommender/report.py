@@ -560,9 +560,16 @@ def _print_verdict(result: Result, doc: dict[str, Any], out: Console) -> None:
     rec = doc["recommendation"]
     hp, details = rec["hyperparameters"], rec["details"]
     out.print(Text.assemble(("Fit  ", "bold"), fit_sentence(doc)))
+    ladder = ladder_sentence(doc)
+    if ladder is not None:
+        head, _, rest = ladder.partition(": ")
+        out.print(Text.assemble((f"{head}:", "bold"), " ", printable(rest)))
     out.print(Text(f"Change from the binary default (every layer transferred, one learning rate "
                    f"{_fmt_value(BINARY_LR)}, L2 toward zero):", style="bold"))
-    for change, setting in _changes(hp, result.blocks, BINARY_LR):
+    changes = _changes(hp, result.blocks, BINARY_LR)
+    if not changes:
+        out.print(Text("  • none: every layer transferred, one learning rate, L2 toward zero"))
+    for change, setting in changes:
         detail = details.get(setting, {})
         user = detail.get("set_by") == "override"
         why = "set by you (--set)" if user else _first_sentence(detail.get("reason", ""))
@@ -590,6 +597,33 @@ def _first_sentence(text: str) -> str:
     """A reason's first sentence: the why; the rest restates the change (``--explain`` has it
     all). A sentence ends at a full stop before a capital letter ("et al. 2018" goes on)."""
     return re.split(r"(?<=\.)\s+(?=[A-Z])", text, maxsplit=1)[0]
+
+
+def ladder_sentence(doc: Mapping[str, Any]) -> str | None:
+    """The fitted ladder's verdict for the planned budget, from a result's JSON document (the
+    terminal report and the HTML page say the same); None without a ladder."""
+    ladder = doc["recommendation"].get("ladder")
+    if not ladder:
+        return None
+    budget = ladder["budget"]
+    own = budget.get("epochs_from", "budget") == "rule table"
+    training = (f"the recommendation's own training, {budget['epochs']} epochs at "
+                f"{budget['image_size']} px" if own else
+                f"the training you plan, {budget['epochs']} epochs at {budget['image_size']} px")
+    where = (f"beyond the benchmark's budgets; its nearest: {budget['benchmark_epochs']} epochs "
+             f"at {budget['benchmark_image_size']} px" if budget.get("extrapolated") else
+             f"the benchmark's '{budget['benchmark_budget']}' budget")
+    hint = (" For another training, give --train-epochs and --train-size." if own else "")
+    if ladder["keep_default"]:
+        gap = ladder.get("gap") or {}
+        fit = (f" (fit gap {gap['value']:.2f})" if isinstance(gap.get("value"), (int, float))
+               else "")
+        return (f"Keep the binary default: for {training} ({where}), the meta-benchmark found "
+                f"no change that gains beyond noise for features that fit like yours{fit}."
+                + hint)
+    # Rung 0 is the binary default: the rungs that change something are 1 to rungs - 1.
+    return (f"Advice: rung {ladder['rung']} of {ladder['rungs'] - 1} of the fitted ladder "
+            f"({ladder['setting']}), for {training} ({where})." + hint)
 
 
 def fit_sentence(doc: Mapping[str, Any]) -> str:

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import heuristics
+import heuristics.rules
 from heuristics import LrGroup, binary_default
 from recommender.finetune.apply import (
     ApplyError,
@@ -33,9 +34,11 @@ def pretrained(backbone):
 
 
 def recommendation(backbone, **overrides):
+    """A recommendation with three learning-rate groups at three rates: the paper's rules
+    (the fitted ladder keeps one rate at most budgets), L2-SP on the lower blocks."""
     return heuristics.advise(
         MEASURES, blocks=backbone.blocks, head_modules=backbone.head_modules, num_images=500,
-        num_classes=10, overrides=overrides)
+        num_classes=10, overrides=overrides, rules=heuristics.rules.PAPER_RULES)
 
 
 def _document(rec, classes):

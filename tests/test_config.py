@@ -87,7 +87,7 @@ def test_the_json_settings_say_what_shaped_the_result():
     settings = options.to_dict("train")
     assert list(settings) == ["seed", "max_per_class", "image_size", "labels_csv",
                               "scratch_epochs", "overrides", "validate", "validate_seeds",
-                              "search", "analysed"]
+                              "search", "train_epochs", "train_size", "analysed"]
     assert settings["overrides"] == {"base_lr": 0.01, "lp_ft": True}  # sorted
     assert settings["validate"] is True and settings["validate_seeds"] == 2
     assert settings["search"] == 3 and settings["analysed"] == "train"

@@ -135,7 +135,8 @@ def test_the_json_records_the_budget_the_advice_is_for():
                       "benchmark_budget": plan_for(30, 128).budget,
                       "benchmark_epochs": plan_for(30, 128).budget_epochs,
                       "benchmark_image_size": plan_for(30, 128).budget_image_size,
-                      "extrapolated": plan_for(30, 128).extrapolated}
+                      "extrapolated": plan_for(30, 128).extrapolated,
+                      "epochs_from": "budget"}
     assert doc["ladder"]["gap"] == {"name": MODEL["gap"], "value": pytest.approx(
         fit_gap(MODEL["gap"], MEASURES, 10))}
 
@@ -144,8 +145,12 @@ def test_without_a_budget_the_rule_tables_epochs_at_224_px_are_the_plan():
     doc = rec(budget=None).to_dict()
     assert doc["ladder"]["budget"]["epochs"] == doc["hyperparameters"]["epochs"]
     assert doc["ladder"]["budget"]["image_size"] == 224
+    assert doc["ladder"]["budget"]["epochs_from"] == "rule table"
+    assert "recommendation's own budget" in doc["details"]["reinit_top_blocks"]["reason"]
     overridden = rec(budget=None, overrides={"epochs": 6}).to_dict()
     assert overridden["ladder"]["budget"]["epochs"] == 6
+    assert overridden["ladder"]["budget"]["epochs_from"] == "epochs override"
+    assert "budget you plan" in overridden["details"]["reinit_top_blocks"]["reason"]
 
 
 @pytest.mark.parametrize("bad", [{"epochs": 0}, {"image_size": -3}, {"epochs": 2.5},
@@ -263,7 +268,7 @@ def test_the_same_inputs_give_the_same_json():
 
 def test_every_need_of_the_fitted_table_is_an_input_a_derived_quantity_or_an_earlier_target():
     facts = {"num_images", "num_classes", "num_blocks", "block_names", "planned_epochs",
-             "planned_image_size"}
+             "planned_image_size", "planned_from"}
     inputs = facts | set(MEASURE_BOUNDS) | {f"profile.{m}" for m in MEASURE_BOUNDS}
     earlier = set(heuristics.OVERRIDABLE)
 

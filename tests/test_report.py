@@ -100,8 +100,9 @@ def test_definitions_and_sources_only_with_explain(result):
 
 def test_settings_table_has_every_setting_with_value_and_confidence(result):
     lines = _render(result, width=120).splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("setting ")):]
     for name, detail in result.recommendation.details.items():
-        row = next(line for line in lines if line.startswith(f"{name} "))
+        row = next(line for line in table if line.startswith(f"{name} "))
         assert detail.confidence in row and detail.set_by in row
 
 

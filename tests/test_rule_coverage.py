@@ -19,7 +19,7 @@ from probes import list_probes
 
 # what advise() is told (the planned budget: its ``budget`` argument, or the epochs rules)
 FACTS = {"num_images", "num_classes", "num_blocks", "block_names", "planned_epochs",
-         "planned_image_size"}
+         "planned_image_size", "planned_from"}
 NEEDS = {n for rule in RULES for n in rule.needs} | {n for d in DERIVED.values() for n in d.inputs}
 # The per-block profiles the rules read, by measure name.
 PROFILED = sorted(n.removeprefix("profile.") for n in NEEDS if n.startswith("profile."))

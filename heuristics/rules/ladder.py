@@ -50,6 +50,13 @@ class Plan:
     budget_epochs: int
     budget_image_size: int
     extrapolated: bool
+    stated: bool = True  # False: the rule table's own epochs, not the user's
+
+    @property
+    def words(self) -> str:
+        """How the reasons say which training the advice is for."""
+        return ("at the budget you plan" if self.stated else
+                "at the recommendation's own budget (state yours to get advice for it)")
 
     def to_dict(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "image_size": self.image_size,
@@ -63,7 +70,8 @@ def compute_units(epochs: float, image_size: float) -> float:
     return epochs * (image_size / 64.0) ** 2
 
 
-def plan_for(epochs: int, image_size: int | None, model: Mapping[str, Any] = MODEL) -> Plan:
+def plan_for(epochs: int, image_size: int | None, model: Mapping[str, Any] = MODEL,
+             stated: bool = True) -> Plan:
     size = image_size or DEFAULT_IMAGE_SIZE
     units = compute_units(epochs, size)
     budgets = model["budgets"]
@@ -73,7 +81,7 @@ def plan_for(epochs: int, image_size: int | None, model: Mapping[str, Any] = MOD
     outside = (units > max(spans) * EXTRAPOLATION_FACTOR
                or units < min(spans) / EXTRAPOLATION_FACTOR)
     return Plan(int(epochs), int(size), name, budgets[name]["epochs"],
-                budgets[name]["image_size"], outside)
+                budgets[name]["image_size"], outside, stated)
 
 
 def rung_for(gap: float, budget: str, model: Mapping[str, Any] = MODEL) -> int:
@@ -142,11 +150,10 @@ def rung_reason(gap: float, plan: Plan, model: Mapping[str, Any] = MODEL) -> str
     piece = piece_for(gap, plan.budget, model)
     ev = piece.get("evidence") or {}
     beyond = ", the nearest: an extrapolation" if plan.extrapolated else ""
-    what = (f"at the budget you plan ({plan.epochs} epochs at {plan.image_size} px; the "
+    what = (f"{plan.words} ({plan.epochs} epochs at {plan.image_size} px; the "
             f"benchmark's '{plan.budget}' budget is {plan.budget_epochs} epochs at "
             f"{plan.budget_image_size} px{beyond})")
-    gap_name = model["gap"]
-    head = (f"Fit gap {gap:.3f} ({GAPS[gap_name][1]}) {what}: ")
+    head = f"Fit gap {gap:.3f} ({GAP_WORDS.get(model['gap'], model['gap'])}) {what}: "
     n = ev.get("tasks", 0)
     if n >= 2 and ev.get("se") is not None:
         where = (f"on the {n} benchmark tasks with a gap of {ev['gap'][0]:.3f}-{ev['gap'][1]:.3f} "
@@ -171,6 +178,10 @@ def rung_reason(gap: float, plan: Plan, model: Mapping[str, Any] = MODEL) -> str
     return (head + f"rung {rung} of the fitted ladder ({describe(model['ladder'][rung], model)}): "
             "a step between its neighbours, so that the advice changes one step at a time as "
             "the gap grows.")
+
+
+GAP_WORDS = {"linear_probe": "1 - chance-normalised linear-probe accuracy",
+             "knn": "1 - chance-normalised k-NN accuracy", "leep": "-LEEP / ln C"}
 
 
 def _gap_needs() -> tuple[str, ...]:
@@ -226,8 +237,9 @@ DERIVED = (
     Derived("fit_gap", _gap_needs(),
             lambda v: fit_gap(MODEL["gap"], v, v["num_classes"]),
             f"the fitted ladder's fit gap: {GAPS[MODEL['gap']][1]}"),
-    Derived("plan", ("planned_epochs", "planned_image_size"),
-            lambda v: plan_for(v["planned_epochs"], v["planned_image_size"]),
+    Derived("plan", ("planned_epochs", "planned_image_size", "planned_from"),
+            lambda v: plan_for(v["planned_epochs"], v["planned_image_size"],
+                               stated=v["planned_from"] != "rule table"),
             "the planned training matched to the nearest benchmark budget"),
     Derived("ladder_evidence", ("fit_gap", "plan"),
             lambda v: rung_reason(v["fit_gap"], v["plan"]),
@@ -252,7 +264,7 @@ def _axis_rule(target: str) -> Rule:
         condition=lambda v: v["ladder_rung"] is not None,
         effect=lambda v: value(MODEL["ladder"][v["ladder_rung"]],
                                v["base_lr"] if rate else None),
-        reason=f"{{ladder_text_{target}}} {{because[ladder_rung]}}",
+        reason=f"{{because[ladder_rung]}} {{ladder_text_{target}}}",
         when="ladder_rung {ladder_rung} set (rung of the fitted ladder)",
         confidence="high",  # the rung's confidence caps it (the engine takes the weakest)
         search_range=lambda v: tuple(dict.fromkeys(
@@ -262,8 +274,9 @@ def _axis_rule(target: str) -> Rule:
 
 
 def _around(rung: int) -> range:
-    """The rung and its neighbours: the search range of every value the rung sets."""
-    return range(max(0, rung - 1), min(len(MODEL["ladder"]), rung + 2))
+    """From the binary default to one rung above: the search range of every value the rung
+    sets (a search starts at the advice and may go back to the default)."""
+    return range(0, min(len(MODEL["ladder"]), rung + 2))
 
 
 RULES = (
