@@ -14,9 +14,13 @@ Plain Python (no numpy, torch, rich or typer)::
 
 The rules are a declarative table (:data:`heuristics.rules.RULES`) evaluated in order by a
 small pure engine (:func:`heuristics.engine.evaluate`); every rule evaluated appears in the
-trace, every rule that fired in the reasons. A user override wins over every rule and is
-marked as such (confidence ``"user"``, rule ``"override"``). :func:`binary_default` is the
-common practice the recommendation improves on, as the same :class:`Hyperparameters` type;
+trace, every rule that fired in the reasons. The table leads with the fitted ladder
+(:mod:`heuristics.rules.ladder`: the meta-benchmark's evidence for the fit gap at the planned
+``budget``); the paper's rules as they stood before that fit are :data:`PAPER_RULES`
+(``advise(..., rules=PAPER_RULES)``), and decide what the ladder leaves. A user override
+wins over every rule and is marked as such (confidence ``"user"``, rule ``"override"``).
+:func:`binary_default` is the common practice the recommendation improves on, as the same
+:class:`Hyperparameters` type;
 :meth:`Hyperparameters.from_dict` reads either back from JSON. After the rules, a table of
 cautions (:data:`CAUTIONS`) warns when the inputs cannot carry the advice (too few images per
 class, a noisy probe, untrained weights) and caps the confidence (``Recommendation.warnings``).
@@ -27,7 +31,7 @@ from heuristics.baseline import binary_default
 from heuristics.cautions import CAUTIONS
 from heuristics.engine import OVERRIDE, Decision, Evaluation, evaluate
 from heuristics.overrides import DERIVED_ONLY, OVERRIDABLE, parse_override
-from heuristics.rules import DECIDED, DERIVED, MEASURE_BOUNDS, RULES
+from heuristics.rules import DECIDED, DERIVED, MEASURE_BOUNDS, PAPER_RULES, RULES
 from heuristics.rules.common import BINARY_LR, BINARY_MOMENTUM, BINARY_WEIGHT_DECAY
 from heuristics.types import (
     Block,
@@ -54,6 +58,7 @@ __all__ = [
     "MEASURE_BOUNDS",
     "OVERRIDABLE",
     "OVERRIDE",
+    "PAPER_RULES",
     "RULES",
     "Block",
     "Caution",
