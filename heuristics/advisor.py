@@ -116,7 +116,7 @@ def advise(
         defaults_used=tuple(name for name in DECIDED if decisions[name].default),
         overrides=user,
         warnings=warnings,
-        ladder=_ladder(decisions, inputs.values, plan),
+        ladder=_ladder(decisions, inputs.values, plan, warnings),
     )
 
 
@@ -148,8 +148,9 @@ def _plan(budget: Mapping[str, int] | None, values: Mapping[str, Any],
 
 
 def _ladder(decisions: Mapping[str, Decision], values: Mapping[str, Any],
-            plan: Mapping[str, int]) -> dict[str, Any] | None:
-    """The fitted ladder's verdict, for the JSON and the report's first line."""
+            plan: Mapping[str, int], warnings) -> dict[str, Any] | None:
+    """The fitted ladder's verdict, for the JSON and the report's first line (its confidence
+    capped by the cautions, as every value's is)."""
     from heuristics.gaps import fit_gap
     from heuristics.rules.ladder import MODEL, describe, plan_for
 
@@ -159,7 +160,8 @@ def _ladder(decisions: Mapping[str, Decision], values: Mapping[str, Any],
     step = MODEL["ladder"][rung.value]
     return {
         "rung": rung.value, "rungs": len(MODEL["ladder"]), "setting": describe(step),
-        "keep_default": rung.value == 0, "confidence": rung.confidence,
+        "keep_default": rung.value == 0,
+        "confidence": capped(_detail(rung), warnings).confidence,
         "gap": {"name": MODEL["gap"],
                 "value": fit_gap(MODEL["gap"], values, values["num_classes"])},
         "budget": {**plan_for(plan["planned_epochs"], plan["planned_image_size"]).to_dict(),

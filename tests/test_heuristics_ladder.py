@@ -281,3 +281,10 @@ def test_every_need_of_the_fitted_table_is_an_input_a_derived_quantity_or_an_ear
         unknown = [n for n in rule.needs if not known(n)]
         assert not unknown, (rule.id, unknown)
         earlier.add(rule.target)
+
+
+def test_the_verdicts_confidence_is_capped_by_the_cautions_like_every_value():
+    few = rec(images=40)  # 4 images per class: the too-few-images caution caps at low
+    assert few.warnings
+    assert few.to_dict()["ladder"]["confidence"] == "low"
+    assert few.details["reinit_top_blocks"].confidence == "low"
