@@ -60,7 +60,7 @@ FITTED = ROOT / "heuristics" / "rules" / "fitted.py"
 LADDER_STEPS = 3
 Z = 2.0
 MIN_SPACING = 0.02
-STEP = 0.001  # the grid of gaps the window is evaluated on
+STEP = 0.001  # the grid of gaps the rung profile is evaluated on
 MIN_TASKS = 5  # a rung needs at least this many tasks' evidence
 LR_RECIPES = tuple((mode, base) for mode in meta.GRID.lr_modes for base in meta.GRID.base_lrs)
 
@@ -294,7 +294,7 @@ def fit_model(fit: Sequence[Example], gap: str = "linear_probe",
 def lpft_evidence(fit: Sequence[Example]) -> dict[str, Any]:
     """LP-FT on minus off at the earlier recommendation (its twin), fresh seeds, over the fit
     tasks where both ran."""
-    diffs = [d for e in fit if e.lpft_on_minus_off is not None for d in [e.lpft_on_minus_off]]
+    diffs = [e.lpft_on_minus_off for e in fit if e.lpft_on_minus_off is not None]
     if len(diffs) < 2:
         return {"tasks": len(diffs)}
     d = np.array(diffs)
@@ -302,21 +302,13 @@ def lpft_evidence(fit: Sequence[Example]) -> dict[str, Any]:
             "se": round(float(d.std(ddof=1) / math.sqrt(len(d))), 2)}
 
 
-def predict(model: Mapping[str, Any], gap: float, budget: str) -> int:
-    """The rung for a target of this gap at this benchmark budget."""
-    rung = 0
-    for piece in model["budgets"][budget]["pieces"]:
-        if gap >= piece["from"]:
-            rung = piece["rung"]
-    return rung
-
-
 # --- leave one source out ----------------------------------------------------------------------
 
 def held_out(exs: Sequence[Example], gap: str = "linear_probe",
              window_size: int | None = None) -> dict[tuple, dict[str, Any]]:
     """For every example: the rung and cell of the model fitted without its source."""
-    from heuristics.rules.ladder import ladder_confidence
+    # imported here: heuristics.rules.ladder reads fitted.py, which `fit` must be able to rewrite
+    from heuristics.rules.ladder import ladder_confidence, rung_for
 
     exs = [e for e in exs if gap in e.gaps]
     out = {}
@@ -325,7 +317,7 @@ def held_out(exs: Sequence[Example], gap: str = "linear_probe",
         for e in exs:
             if e.source == source:
                 g = e.gaps[gap]
-                rung = predict(model, g, e.budget)
+                rung = rung_for(g, e.budget, model)
                 out[e.key] = {"cell": model["ladder"][rung]["cell"], "rung": rung, "gap": g,
                               "confidence": ladder_confidence(model, g, e.budget)}
     return out
@@ -360,11 +352,10 @@ def condition_effect(exs: Sequence[Example], ladder: Sequence[str],
     """Per rung: the paired difference of its seed-0 gain over the default between the two
     values of ``factor`` ("backbone": Lite1 - Lite0 at the short budget; "budget": long -
     short with Lite0) on the tasks run both ways; mean and standard error over tasks."""
+    a_of = {e.task: e for e in exs if e.budget == "short" and e.backbone == t.DEFAULT_BACKBONE}
     if factor == "backbone":
-        a_of = {e.task: e for e in exs if e.budget == "short" and e.backbone == t.DEFAULT_BACKBONE}
         b_of = {e.task: e for e in exs if e.budget == "short" and e.backbone != t.DEFAULT_BACKBONE}
     else:
-        a_of = {e.task: e for e in exs if e.budget == "short" and e.backbone == t.DEFAULT_BACKBONE}
         b_of = {e.task: e for e in exs if e.budget == "long" and e.backbone == t.DEFAULT_BACKBONE}
     both = sorted(set(a_of) & set(b_of))
     out = []
@@ -420,6 +411,7 @@ def loso_main(args) -> int:
     """The held-out recommendations, and the fresh-seed runs their scoring lacks."""
     from benchmarks import meta_report
     from heuristics.rules.fitted import MODEL
+    from heuristics.rules.ladder import rung_for
 
     cells = meta_report.load(t.read_results(args.results))
     exs = examples(cells)
@@ -432,7 +424,7 @@ def loso_main(args) -> int:
     held = held_out(exs, MODEL["gap"])
     wanted = {}
     for e in exs:
-        shipped = MODEL["ladder"][predict(MODEL, e.gaps[MODEL["gap"]], e.budget)]["cell"]
+        shipped = MODEL["ladder"][rung_for(e.gaps[MODEL["gap"]], e.budget, MODEL)]["cell"]
         wanted[e.key] = {held[e.key]["cell"], shipped}
     need = needed_runs(cells, wanted)
     for key, h in sorted(held.items()):

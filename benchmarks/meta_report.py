@@ -368,14 +368,15 @@ def _setting(cell: str) -> str:
     return "default" if cell == t.DEFAULT_CELL else cell
 
 
-def held_out_rows(cells: Mapping[tuple[str, str, str], Cell]) -> list[dict[str, Any]]:
+def held_out_rows(cells: Mapping[tuple[str, str, str], Cell],
+                  exs: Sequence[Any]) -> list[dict[str, Any]]:
     """Per task-condition with a complete grid: the held-out advice (the model fitted without
     the task's source) and, when its fresh seeds are there, its paired gain, regret and
     whether it is within noise of the best confirmed setting."""
     from benchmarks import meta_fit
     from heuristics.rules.fitted import MODEL
 
-    exs = [e for e in meta_fit.examples(cells) if MODEL["gap"] in e.gaps]
+    exs = [e for e in exs if MODEL["gap"] in e.gaps]
     if len({e.source for e in exs}) < 2:  # nothing to hold out
         return []
     held = meta_fit.held_out(exs, MODEL["gap"])
@@ -407,7 +408,8 @@ def render_held_out(cells: Mapping[tuple[str, str, str], Cell]) -> list[str]:
     from heuristics.rules.fitted import MODEL
     from heuristics.rules.ladder import describe
 
-    rows = held_out_rows(cells)
+    examples = meta_fit.examples(cells)
+    rows = held_out_rows(cells, examples)
     if not rows:
         return []
     lines = ["### The fitted recommender: the model", "",
@@ -434,8 +436,7 @@ def render_held_out(cells: Mapping[tuple[str, str, str], Cell]) -> list[str]:
               "error): the model is fitted per budget, and pools the backbones unless they "
               "differ beyond 2 standard errors.", "",
               "| factor | rung | tasks | difference in gain |", "|---|---|---|---|"]
-    exs = meta_fit.reading([e for e in meta_fit.examples(cells) if MODEL["gap"] in e.gaps],
-                           MODEL["gap"])
+    exs = meta_fit.reading([e for e in examples if MODEL["gap"] in e.gaps], MODEL["gap"])
     ladder = [r["cell"] for r in MODEL["ladder"]]
     for factor, label in (("budget", "budget: long − short (Lite0)"),
                           ("backbone", "backbone: Lite1 − Lite0 (short)")):
@@ -486,7 +487,7 @@ def render_held_out(cells: Mapping[tuple[str, str, str], Cell]) -> list[str]:
               "choice cleanly, and every alternative is within noise of it.", "",
               "| gap | model | held-out seed-0 gain | worst source | default kept |",
               "|---|---|---|---|---|"]
-    for alt in meta_fit.alternatives(meta_fit.examples(cells)):
+    for alt in meta_fit.alternatives(examples):
         lines.append(f"| {alt['gap']} | {alt['model']} | {alt['gain']:+.2f} ± {alt['se']:.2f} "
                      f"| {alt['worst']} ({alt['worst_gain']:+.2f}) | {alt['default']}/"
                      f"{alt['tasks']} |")

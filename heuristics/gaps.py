@@ -18,14 +18,14 @@ def _accuracy_gap(accuracy: float, num_classes: int) -> float:
     return 1.0 - (accuracy - chance) / (1.0 - chance)
 
 
+# The accuracy gaps are (1 - a) / (1 - 1/C); LEEP's is 0 when the source head's labels predict
+# the target's perfectly, about 1 at chance.
 GAPS: dict[str, tuple[str, str]] = {
-    "linear_probe": ("linear_probe_accuracy",
-                     "1 - chance-normalised linear-probe accuracy, (1 - a) / (1 - 1/C)"),
-    "knn": ("knn_accuracy", "1 - chance-normalised leave-one-out k-NN accuracy"),
-    "leep": ("leep", "-LEEP / ln C: 0 when the source head's labels predict the target's "
-                     "perfectly, about 1 at chance"),
+    "linear_probe": ("linear_probe_accuracy", "1 - chance-normalised linear-probe accuracy"),
+    "knn": ("knn_accuracy", "1 - chance-normalised k-NN accuracy"),
+    "leep": ("leep", "-LEEP / ln C"),
 }
-"""Gap name -> (the measure it is computed from, what it is)."""
+"""Gap name -> (the measure it is computed from, what it is, as reasons say it)."""
 
 
 def fit_gap(name: str, measures: Mapping[str, Any], num_classes: int) -> float | None:

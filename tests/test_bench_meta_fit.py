@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import meta  # noqa: E402
 from benchmarks import meta_fit as f  # noqa: E402
 from benchmarks import transfer as t  # noqa: E402
+from heuristics.rules.ladder import rung_for  # noqa: E402
 
 FAR = "r2-l2-groups-0.003"
 
@@ -63,8 +64,8 @@ def test_the_staircase_climbs_where_the_gains_are_and_not_below():
     exs = f.reading(synthetic(), "linear_probe")
     ladder = f.fit_ladder(exs)
     model = f.fit_model(synthetic())
-    assert f.predict(model, 0.05, "short") == 0 and f.predict(model, 0.2, "short") == 0
-    assert f.predict(model, 0.59, "short") == len(ladder) - 1
+    assert rung_for(0.05, "short", model) == 0 and rung_for(0.2, "short", model) == 0
+    assert rung_for(0.59, "short", model) == len(ladder) - 1
     thresholds = f.staircase(exs, ladder)
     assert all(x is None or 0.25 <= x <= 0.35 for x in thresholds)
 

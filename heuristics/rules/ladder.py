@@ -84,17 +84,15 @@ def plan_for(epochs: int, image_size: int | None, model: Mapping[str, Any] = MOD
                 budgets[name]["image_size"], outside, stated)
 
 
-def rung_for(gap: float, budget: str, model: Mapping[str, Any] = MODEL) -> int:
-    rung = 0
-    for piece in model["budgets"][budget]["pieces"]:
-        if gap >= piece["from"]:
-            rung = piece["rung"]
-    return rung
-
-
 def piece_for(gap: float, budget: str, model: Mapping[str, Any] = MODEL) -> dict[str, Any]:
-    pieces = model["budgets"][budget]["pieces"]
-    return [p for p in pieces if gap >= p["from"]][-1] if pieces else {}
+    """The piece of the budget's rung profile that ``gap`` falls in ({} below the first)."""
+    found = [p for p in model["budgets"][budget]["pieces"] if gap >= p["from"]]
+    return found[-1] if found else {}
+
+
+def rung_for(gap: float, budget: str, model: Mapping[str, Any] = MODEL) -> int:
+    """The rung for a target of this gap at this benchmark budget."""
+    return piece_for(gap, budget, model).get("rung", 0)
 
 
 def ladder_confidence(model: Mapping[str, Any], gap: float, budget: str) -> Confidence:
@@ -146,14 +144,14 @@ def rung_reason(gap: float, plan: Plan, model: Mapping[str, Any] = MODEL) -> str
     """Why this rung: the benchmark's evidence for targets with a gap like this, at this
     budget."""
     budget = model["budgets"][plan.budget]
-    rung = rung_for(gap, plan.budget, model)
     piece = piece_for(gap, plan.budget, model)
+    rung = piece.get("rung", 0)
     ev = piece.get("evidence") or {}
     beyond = ", the nearest: an extrapolation" if plan.extrapolated else ""
     what = (f"{plan.words} ({plan.epochs} epochs at {plan.image_size} px; the "
             f"benchmark's '{plan.budget}' budget is {plan.budget_epochs} epochs at "
             f"{plan.budget_image_size} px{beyond})")
-    head = f"Fit gap {gap:.3f} ({GAP_WORDS.get(model['gap'], model['gap'])}) {what}: "
+    head = f"Fit gap {gap:.3f} ({GAPS[model['gap']][1]}) {what}: "
     n = ev.get("tasks", 0)
     if n >= 2 and ev.get("se") is not None:
         where = (f"on the {n} benchmark tasks with a gap of {ev['gap'][0]:.3f}-{ev['gap'][1]:.3f} "
@@ -178,10 +176,6 @@ def rung_reason(gap: float, plan: Plan, model: Mapping[str, Any] = MODEL) -> str
     return (head + f"rung {rung} of the fitted ladder ({describe(model['ladder'][rung], model)}): "
             "a step between its neighbours, so that the advice changes one step at a time as "
             "the gap grows.")
-
-
-GAP_WORDS = {"linear_probe": "1 - chance-normalised linear-probe accuracy",
-             "knn": "1 - chance-normalised k-NN accuracy", "leep": "-LEEP / ln C"}
 
 
 def _gap_needs() -> tuple[str, ...]:
