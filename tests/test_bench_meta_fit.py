@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,8 +43,8 @@ def synthetic(n: int = 24, cut: float = 0.3) -> list[f.Example]:
     return out
 
 
-def test_the_ladder_moves_one_axis_per_rung_toward_the_best_mean_gain():
-    ladder = f.fit_ladder(synthetic())
+def test_the_ladder_moves_one_axis_per_rung_toward_the_best_staircase():
+    ladder = f.fit_ladder(f.reading(synthetic(), "linear_probe"))
     assert ladder[0] == t.DEFAULT_CELL and ladder[-1] == FAR
     for a, b in itertools.pairwise(ladder):
         assert b in f.moves(a)
@@ -148,3 +149,52 @@ def _leaves(node):
             yield from _leaves(v)
     else:
         yield node
+
+
+def _brute_force_value(part, ladder):
+    """The staircase objective by trying every set of cut points (what staircase() does)."""
+    order = sorted(part, key=lambda e: (e.gap, e.task, e.backbone))
+    n, m = len(order), len(ladder) - 1
+    gains = [np.array([e.gain(cell) for e in order]) for cell in ladder]
+    best = 0.0
+    for cand in itertools.combinations_with_replacement(range(n + 1), m):
+        bounds = [*cand, n]
+        best = max(best, sum(f.lower_bound(gains[k + 1][bounds[k]:bounds[k + 1]])
+                             for k in range(m)))
+    return best
+
+
+@pytest.mark.parametrize("ladder", [[t.DEFAULT_CELL, "r1-l2-one-0.01"],
+                                    [t.DEFAULT_CELL, "r1-l2-one-0.01", "r2-l2-one-0.01", FAR]])
+def test_the_dynamic_programme_finds_the_brute_force_staircase_value(ladder):
+    exs = f.reading(synthetic(18), "linear_probe")
+    value = f.staircase_value(exs, ladder)
+    assert value > 0
+    assert value == pytest.approx(_brute_force_value(exs, ladder), abs=1e-9)
+    # and the thresholds staircase() returns reach it
+    thresholds = f.staircase(exs, ladder)
+    order = sorted(exs, key=lambda e: (e.gap, e.task, e.backbone))
+    cuts = [sum(e.gap < x for e in order) if x is not None else len(order) for x in thresholds]
+    bounds = [*cuts, len(order)]
+    reached = sum(f.lower_bound(np.array([e.gain(ladder[k + 1]) for e in
+                                          order[bounds[k]:bounds[k + 1]]]))
+                  for k in range(len(ladder) - 1))
+    assert reached == pytest.approx(value, abs=1e-9)
+
+
+def test_the_ladder_is_chosen_by_its_staircase_not_by_its_mean_gain():
+    """A last rung that wins big on a few tasks and loses on the rest has the larger mean gain;
+    the one that wins steadily above a gap has the better staircase: the fit takes that one."""
+    lucky = "r0-l2-one-0.03"  # one move from the default (another learning-rate recipe)
+    out = []
+    for i in range(30):
+        gap = 0.6 * i / 29
+        wiggle = ((i * 7) % 5 - 2) * 0.4
+        gains = {FAR: (4.0 if gap > 0.3 else -4.0) + wiggle,
+                 "r1-l2-one-0.01": (2.0 if gap > 0.3 else -2.0) + wiggle,
+                 "r2-l2-one-0.01": (2.0 if gap > 0.3 else -2.0) + wiggle,
+                 lucky: 40.0 if i % 10 == 0 else -2.0 + wiggle}
+        out.append(example(f"task{i}", f"src{i % 4}", gap, gains))
+    exs = f.reading(out, "linear_probe")
+    assert f.mean_gain_ladder(exs) == [t.DEFAULT_CELL, lucky]
+    assert f.fit_ladder(exs)[-1] == FAR
