@@ -120,7 +120,8 @@ def recommend_command(
         help="The training you plan: epochs. The advice follows the meta-benchmark's evidence "
              "at the nearest benchmark budget (default: with --validate, the validation's "
              "epochs and size; else the recommendation's own epochs at --image-size or "
-             "224 px).", show_default=False)] = _OPTIONS.train_epochs,
+             "224 px), and the recommendation's epochs are N (as --set epochs=N).",
+        show_default=False)] = _OPTIONS.train_epochs,
     train_size: Annotated[int | None, typer.Option(
         "--train-size", metavar="PX",
         help="The training you plan: image size in pixels. The advice follows the "

@@ -181,6 +181,10 @@ class Options:
         if self.train_size is not None and self.train_size < 32:
             raise UsageError(f"--train-size {self.train_size} must be at least 32 pixels (or "
                              "left out).")
+        planned = self.overrides.get("epochs")
+        if self.train_epochs is not None and planned is not None and planned != self.train_epochs:
+            raise UsageError(f"--train-epochs {self.train_epochs} and --set epochs={planned} "
+                             "disagree: both say how long you will train; give one.")
         if self.search is not None:
             self.search.check()
         if self.validation is not None:

@@ -129,12 +129,13 @@ def recommend(
     ``validate_size`` px); ``search`` > 0 also tries that many settings within the
     recommendation's ranges (stored in ``search_db`` or the ``storage`` URL, default in the
     cache folder, so an interrupted search resumes and workers on other machines can join the
-    study; ``role="worker"`` only runs trials, ``prune`` stops weak ones early).
-    ``train_epochs`` and ``train_size`` (pixels) are the training you plan: the advice follows
-    the meta-benchmark's evidence at the nearest benchmark budget (default: with ``validate``,
-    the validation's epochs and size; else the recommendation's own epochs at ``image_size``
-    or 224 px). With
-    either, the probes see only the training images. A folder with ``train/`` and ``test/``
+    study; ``role="worker"`` only runs trials, ``prune`` stops weak ones early). With
+    either, the probes see only the training images. ``train_epochs`` and ``train_size``
+    (pixels) are the training you plan: the advice follows the meta-benchmark's evidence at
+    the nearest benchmark budget (default: with ``validate``, the validation's epochs and
+    size; else the recommendation's own epochs at ``image_size`` or 224 px);
+    ``train_epochs`` is also the recommendation's ``epochs``, as an ``overrides["epochs"]``
+    would be (a different one is refused). A folder with ``train/`` and ``test/``
     (and optionally ``val/``) sub-folders is taken as the user's own split. ``on_stage(text)``
     is told when each step starts, and
     ``progress(label, total, unit)`` may return a callback ``advance(n)`` (progress bars);
@@ -251,6 +252,9 @@ def analyse_scanned(
 
     profile = block_profile(results)
     budget = plan_budget(options)
+    # The epochs you plan are the recommendation's epochs (as a --set epochs would make them):
+    # the advice is for that training, so its table must not say another length.
+    planned = {"epochs": options.train_epochs} if options.train_epochs is not None else {}
 
     def remake(extra: Mapping[str, Any]) -> heuristics.Recommendation:
         try:
@@ -261,7 +265,7 @@ def analyse_scanned(
                 head_modules=head_modules,
                 num_images=len(dataset.samples),
                 num_classes=len(dataset.classes),
-                overrides={**dict(options.overrides), **dict(extra)},
+                overrides={**planned, **dict(options.overrides), **dict(extra)},
                 budget=budget,
             )
         except ValueError as exc:

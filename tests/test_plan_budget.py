@@ -179,6 +179,23 @@ def test_the_budget_reaches_the_rules_and_the_json(monkeypatch):
     assert ladder["budget"]["benchmark_budget"] == "short"
 
 
+def test_the_planned_epochs_are_the_recommendations_epochs(monkeypatch):
+    planned, _ = _analysed(monkeypatch, Options(train_epochs=6, train_size=64), probe=0.8)
+    own, _ = _analysed(monkeypatch, Options(), probe=0.8)
+    hp, own_hp = planned.recommendation.hyperparameters, own.recommendation.hyperparameters
+    assert own_hp.epochs != 6  # the rule table's own length ...
+    assert hp.epochs == 6  # ... gives way to the training you plan
+    assert hp.steps * own_hp.epochs == own_hp.steps * 6  # the schedule follows the epochs
+    assert planned.recommendation.details["epochs"].set_by == "override"
+    assert planned.to_dict()["settings"]["overrides"] == {}  # no --set was given
+
+
+def test_train_epochs_and_a_disagreeing_set_epochs_are_refused():
+    with pytest.raises(UsageError, match="--train-epochs 6 and --set epochs=10 disagree"):
+        Options.from_kwargs(train_epochs=6, overrides={"epochs": 10}).check()
+    Options.from_kwargs(train_epochs=6, overrides={"epochs": 6}).check()  # the same: fine
+
+
 def test_validate_checks_the_advice_at_its_own_budget(monkeypatch):
     _, seen = _analysed(monkeypatch, Options(validation=ValidationOptions(epochs=12,
                                                                           image_size=96)),
