@@ -149,9 +149,11 @@ def ladder_paths() -> list[list[str]]:
     return out
 
 
-def fit_ladder(fit: Sequence[Example]) -> list[str]:
-    """The path whose staircases, one per budget, have the largest summed lower bounds."""
-    by_budget = [[e for e in fit if e.budget == b] for b in meta.BUDGETS]
+def fit_ladder(fit: Sequence[Example], pool_budgets: bool = False) -> list[str]:
+    """The path whose staircases, one per budget (or one for all: ``pool_budgets``), have
+    the largest summed lower bounds."""
+    by_budget = [list(fit)] if pool_budgets else [[e for e in fit if e.budget == b]
+                                                  for b in meta.BUDGETS]
     best, chosen = 0.0, [t.DEFAULT_CELL]
     for path in ladder_paths()[1:]:
         value = sum(staircase_value(part, path) for part in by_budget if part)
@@ -310,15 +312,17 @@ def evidence(part: Sequence[Example], ladder: Sequence[str], lo: float,
 def fit_model(fit: Sequence[Example], gap: str = "linear_probe",
               window_size: int | None = None,
               choose_ladder: Callable[[Sequence[Example]], list[str]] | None = None,
-              ) -> dict[str, Any]:
+              pool_budgets: bool = False) -> dict[str, Any]:
     """The fitted model as plain data (what ``heuristics/rules/fitted.py`` holds);
     ``window_size``: the alternative nearest-tasks model instead of the staircase;
-    ``choose_ladder``: another way to pick the ladder than :func:`fit_ladder`."""
+    ``choose_ladder``: another way to pick the ladder than :func:`fit_ladder`;
+    ``pool_budgets``: the alternative with one staircase for every budget, fitted on all."""
     fit = reading([e for e in fit if gap in e.gaps], gap)
-    ladder = (choose_ladder or fit_ladder)(fit)
+    ladder = (choose_ladder(fit) if choose_ladder
+              else fit_ladder(fit, pool_budgets=pool_budgets))
     budgets: dict[str, Any] = {}
     for budget, (epochs, image_size) in meta.BUDGETS.items():
-        part = [e for e in fit if e.budget == budget]
+        part = list(fit) if pool_budgets else [e for e in fit if e.budget == budget]
         raw = (window_rungs(part, ladder, window_size) if window_size
                else raw_rungs(part, ladder))
         rungs = no_cliffs(raw) if part else [0]
@@ -361,7 +365,7 @@ def lpft_evidence(fit: Sequence[Example]) -> dict[str, Any]:
 def held_out(exs: Sequence[Example], gap: str = "linear_probe",
              window_size: int | None = None,
              choose_ladder: Callable[[Sequence[Example]], list[str]] | None = None,
-             ) -> dict[tuple, dict[str, Any]]:
+             pool_budgets: bool = False) -> dict[tuple, dict[str, Any]]:
     """For every example: the rung and cell of the model fitted without its source."""
     # imported here: heuristics.rules.ladder reads fitted.py, which `fit` must be able to rewrite
     from heuristics.rules.ladder import ladder_confidence, rung_for
@@ -370,7 +374,7 @@ def held_out(exs: Sequence[Example], gap: str = "linear_probe",
     out = {}
     for source in sorted({e.source for e in exs}):
         model = fit_model([e for e in exs if e.source != source], gap, window_size,
-                          choose_ladder)
+                          choose_ladder, pool_budgets)
         for e in exs:
             if e.source == source:
                 g = e.gaps[gap]
@@ -427,17 +431,19 @@ def condition_effect(exs: Sequence[Example], ladder: Sequence[str],
 def alternatives(exs: Sequence[Example]) -> list[dict[str, Any]]:
     """Held-out (leave-one-source-out) seed-0 gain over the default of the shipped model and
     of the alternatives tried: other gaps, the nearest-tasks window model, the first fit's
-    mean-gain ladder."""
+    mean-gain ladder, one staircase for both budgets."""
     out = []
-    variants: list[tuple[str, str, int | None, Any]] = [
-        (gap, "staircase", None, None) for gap in GAPS]
-    variants[1:1] = [("linear_probe", f"window of {size}", size, None) for size in (8, 12, 16)]
-    variants.append(("linear_probe", "mean-gain ladder", None, mean_gain_ladder))
-    for gap, name, size, choose in variants:
+    variants: list[tuple[str, str, int | None, Any, bool]] = [
+        (gap, "staircase", None, None, False) for gap in GAPS]
+    variants[1:1] = [("linear_probe", f"window of {size}", size, None, False)
+                     for size in (8, 12, 16)]
+    variants += [("linear_probe", "mean-gain ladder", None, mean_gain_ladder, False),
+                 ("linear_probe", "budgets pooled", None, None, True)]
+    for gap, name, size, choose, pool in variants:
         usable = [e for e in exs if gap in e.gaps]
         if len({e.source for e in usable}) < 2:
             continue
-        cells = held_out(usable, gap, size, choose)
+        cells = held_out(usable, gap, size, choose, pool)
         d = np.array([e.gain(cells[e.key]["cell"]) for e in usable])
         by_source: dict[str, list[float]] = {}
         for e in usable:

@@ -3,6 +3,7 @@ and the committed fit reproduced from the committed results by one command."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import math
@@ -198,3 +199,15 @@ def test_the_ladder_is_chosen_by_its_staircase_not_by_its_mean_gain():
     exs = f.reading(out, "linear_probe")
     assert f.mean_gain_ladder(exs) == [t.DEFAULT_CELL, lucky]
     assert f.fit_ladder(exs)[-1] == FAR
+
+
+def test_pooled_budgets_give_every_budget_the_staircase_of_all_tasks():
+    short = synthetic()
+    long = [dataclasses.replace(e, task=e.task + "-long", budget="long") for e in synthetic()]
+    apart = f.fit_model(short + [dataclasses.replace(e, scores={c: 50.0 for c in e.scores})
+                                 for e in long])
+    pooled = f.fit_model(short + [dataclasses.replace(e, scores={c: 50.0 for c in e.scores})
+                                  for e in long], pool_budgets=True)
+    assert [p["rung"] for p in apart["budgets"]["long"]["pieces"]] == [0]  # flat: the default
+    assert pooled["budgets"]["long"]["pieces"] == pooled["budgets"]["short"]["pieces"]
+    assert max(p["rung"] for p in pooled["budgets"]["long"]["pieces"]) > 0
