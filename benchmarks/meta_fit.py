@@ -29,8 +29,9 @@ fitting the target, 0 perfect, about 1 at chance) at the budget the user plans.
    that take the lower neighbour's rung, so a small change of a measure moves the advice by
    one step on one axis at most, and only ever toward the default.
 4. **The gap**: the linear-probe gap, the paper's central measure, chosen before the held-out
-   numbers; :func:`alternatives` reports the held-out numbers of the k-NN and LEEP gaps and
-   of a nearest-tasks window model instead (``meta.py loso --alternatives``), for the record.
+   numbers; :func:`alternatives` reports the held-out numbers of the k-NN and LEEP gaps, of
+   a nearest-tasks window model, of the mean-gain ladder and of one staircase for both
+   budgets instead (``meta.py loso --alternatives``), for the record.
 
 Scores for the fit are the seed-0 grid's (validation and test together, as the grid ranks);
 the held-out judgement uses the fresh seeds 1-3 (test), paired with the default.
