@@ -14,8 +14,9 @@ digest of every task's bytes.
 ``run`` fine-tunes, for every task (cheapest first), the grid of :data:`GRID` on seed 0: top
 blocks re-initialised 0..3 x base learning rate 0.003 / 0.01 / 0.03 x {one rate; per group:
 head and re-initialised blocks 10x capped at 0.1, lower blocks 0.1x} x {L2; L2-SP on the lower
-blocks + L2}, plus the binary default (the grid cell r0-l2-one-0.01), nbtl's recommendation as
-the checkout's heuristics make it, and that recommendation with LP-FT turned the other way;
+blocks + L2}, plus the binary default (the grid cell r0-l2-one-0.01), the recommendation of
+the paper's rule table as it stood before the fit (``REC_RULES``), and that recommendation
+with LP-FT turned the other way;
 then the top 2 cells, the default, the recommendation and its LP-FT twin on fresh seeds 1-3
 (paired). It is ``benchmarks/transfer.py``'s engine (an Optuna study per task, backbone and
 budget as the queue; ``--jobs N`` starts N-1 local workers, ``transfer.py run --role worker
@@ -165,6 +166,10 @@ REPEATS = {
                "digits8x8-10c-n12", "mnist-10c-n12", "silhouettes-10c-n12"),
 }
 SECOND_BACKBONE = "tf_efficientnet_lite1"
+# The recommendation run beside the grid: the paper's table as it stood before the fit (the
+# report's "paper rules" column), whatever the checkout's heuristics now say (the fitted
+# ladder's advice is a grid cell, scored from the grid and `run --cells`).
+REC_RULES = "paper"
 # The source a task's images come from, for leave-one-source-out (emoji-sub is emoji).
 ORIGIN = {"emoji-sub": "emoji"}
 
@@ -288,7 +293,7 @@ def run_main(args: argparse.Namespace) -> int:
             t.run_dataset(task.id, args.data / task.id, args.results, epochs=epochs, size=size,
                           threads=args.threads, device=args.device, top=t.TOP, grid=True,
                           confirm=True, storage=args.storage, backbone_name=args.backbone,
-                          grid_spec=GRID,
+                          grid_spec=GRID, rec_rules=REC_RULES,
                           confirm_cells=cells.get(f"{task.id}|{args.backbone}|{args.budget}", ()))
     finally:
         failed = sum(p.wait() != 0 for p in helpers)

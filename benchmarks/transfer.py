@@ -268,12 +268,15 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
                 device: str, top: int, grid: bool, confirm: bool,
                 extra: Sequence[Mapping[str, Any]] = (), stage: str = "all",
                 storage: str | None = None, backbone_name: str | None = None,
-                grid_spec: Grid | None = None, confirm_cells: Sequence[str] = ()) -> None:
+                grid_spec: Grid | None = None, confirm_cells: Sequence[str] = (),
+                rec_rules: str | None = None) -> None:
     """The main process for one dataset: analyse it (once), queue its runs as trials of the
     study ``study_name(...)`` in ``storage`` (default: a journal file next to ``results``),
     work on them with any workers (:func:`work_dataset`), then queue the confirmations on
     fresh seeds from the grid's ranking (and ``confirm_cells``, grid cells wanted there too:
-    held-out recommendations to score), and export every finished run to ``results``."""
+    held-out recommendations to score), and export every finished run to ``results``.
+    ``rec_rules``: whose recommendation is run beside the grid (``"paper"``: the paper's
+    table, :func:`recommend_from`'s; default: the checkout's heuristics)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -299,7 +302,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
         print(f"{name}: analysing {root / 'train'} with {bname}", flush=True)
         analysis = analyse(root, device, backbone)
         append(results, {"kind": "analysis", "dataset": name, **tag, "analysis": analysis})
-    rec_hp = recommend_from(analysis, budget=(epochs, size)).hyperparameters
+    rec_hp = recommend_from(analysis, budget=(epochs, size), rules=rec_rules).hyperparameters
     budget = Budget.for_recommendation(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}
     split = split_from_folders(parts, GRID_SEED)
@@ -313,7 +316,7 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     flip = []
     if grid_spec.lpft_flip:  # the LP-FT axis at the recommended point: the other way round
         flipped = recommend_from(analysis, {"lp_ft": not rec_hp.lp_ft},
-                                 budget=(epochs, size)).hyperparameters
+                                 budget=(epochs, size), rules=rec_rules).hyperparameters
         flip = [lpft_flip_id(flipped)]
         settings[flip[0]] = flipped
     extra_ids = []

@@ -191,3 +191,25 @@ def test_the_repeats_cover_enough_tasks_and_sources():
     epochs, size = meta.BUDGETS["long"]
     short_epochs, short_size = meta.BUDGETS["short"]
     assert epochs * size ** 2 >= 4 * short_epochs * short_size ** 2  # at least 4x the compute
+
+
+def test_run_recommends_by_the_paper_rules_the_committed_results_were_made_with():
+    """`run` puts the paper's table's recommendation beside the grid (REC_RULES), so that a run
+    from this checkout, where the fitted ladder leads the heuristics, queues the same rec@
+    setting as the committed results hold (the report's "paper rules" column)."""
+    if not meta.RESULTS.is_file():
+        pytest.skip("no committed results")
+    rows = t.read_results(meta.RESULTS)
+    analyses = {(r["dataset"], r.get("backbone", t.DEFAULT_BACKBONE)): r["analysis"]
+                for r in rows if r.get("kind") == "analysis"}
+    recs: dict[tuple, set[str]] = {}
+    for r in rows:
+        if r.get("kind") == "run" and r["setting"].startswith("rec@"):
+            key = (r["dataset"], r.get("backbone", t.DEFAULT_BACKBONE),
+                   r["budget"]["epochs"], r["budget"]["image_size"])
+            recs.setdefault(key, set()).add(r["setting"])
+    assert meta.REC_RULES == "paper" and len(recs) >= 50
+    for (task, backbone, epochs, size), ids in recs.items():
+        hp = t.recommend_from(analyses[(task, backbone)], budget=(epochs, size),
+                              rules=meta.REC_RULES).hyperparameters
+        assert t.recommended_id(hp) in ids, (task, backbone, epochs)
