@@ -20,6 +20,7 @@ import numpy as np
 
 import probes
 from probes import Measurement, ProbeError
+from recommender.signals import ctrl_c_deferred
 
 if TYPE_CHECKING:
     from recommender.finetune.scratch import ScratchResult
@@ -192,22 +193,17 @@ def _in_processes(work: Callable[[int], Any], order: Sequence[int], jobs: int
     calls, where threads wait for each other's lock. Forked: nothing to import or pickle
     but the results. The workers ignore SIGINT, so a Ctrl-C reaches this process alone
     (no worker prints a traceback) and the pool is terminated on the way out. An exception
-    in ``work`` is raised here.
-
-    SIGINT is blocked while the pool forks: a Ctrl-C that lands in the fork's own hooks
-    (``os.register_at_fork`` callbacks, e.g. logging's lock release) raises there, where
-    Python prints "Exception ignored" and carries on, so the run went on to the end. Blocked,
-    it waits and is raised just after, here; the workers inherit the mask and ignore it."""
+    in ``work`` is raised here, and a Ctrl-C while the pool forks just after it
+    (:func:`recommender.signals.ctrl_c_deferred`)."""
     import multiprocessing
 
     global _FORKED_WORK
     _FORKED_WORK = work
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_ignore_sigint)
+        with ctrl_c_deferred():
+            pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_ignore_sigint)
     finally:
         _FORKED_WORK = None  # the children have their copy
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     try:
         yield from pool.imap_unordered(_run_forked, order, chunksize=1)
         pool.close()

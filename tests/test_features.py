@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -45,6 +46,17 @@ def test_batch_size_and_workers_do_not_change_the_features(features, few_paths, 
     other = extract_features(few_paths, backbone, batch_size=8, workers=2, use_cache=False)
     for a, b in zip(features.pretrained, other.pretrained):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
+def test_a_ctrl_c_while_the_loader_forks_its_workers_interrupts(few_paths, backbone):
+    """A Ctrl-C in the DataLoader's worker start (here: from an after-fork hook) raises
+    KeyboardInterrupt, not lost in the fork's hooks nor leaving a half-built iterator whose
+    clean-up prints a traceback."""
+    from _sigint import sigint_in_the_next_fork
+
+    with sigint_in_the_next_fork(), pytest.raises(KeyboardInterrupt):
+        extract_features(few_paths, backbone, batch_size=8, workers=2, use_cache=False)
 
 
 def test_the_cpu_extracts_in_batches_of_8_unless_told(sample_dir, backbone):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sys
 
 import pytest
@@ -153,32 +151,16 @@ def test_the_probes_run_in_forked_workers_that_ignore_ctrl_c(monkeypatch):
     assert analysis._FORKED_WORK is None  # nothing left behind in this process
 
 
-_SIGINT_IN_FORK = {"armed": False}
-
-
-def _sigint_in_fork_hook() -> None:
-    if _SIGINT_IN_FORK["armed"]:
-        _SIGINT_IN_FORK["armed"] = False
-        os.kill(os.getpid(), signal.SIGINT)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers: Linux")
 def test_a_ctrl_c_during_the_workers_fork_is_not_lost():
     """A Ctrl-C that arrives while the pool forks (here: from an after-fork hook in this
     process, where Python would print "Exception ignored" and go on) still interrupts."""
+    from _sigint import sigint_in_the_next_fork
+
     import recommender.analysis as analysis
 
-    if not _SIGINT_IN_FORK.get("registered"):
-        os.register_at_fork(after_in_parent=_sigint_in_fork_hook)
-        _SIGINT_IN_FORK["registered"] = True
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        _SIGINT_IN_FORK["armed"] = True
-        with pytest.raises(KeyboardInterrupt):
-            list(analysis._in_processes(lambda i: i, range(4), 2))
-    finally:
-        _SIGINT_IN_FORK["armed"] = False
-        signal.signal(signal.SIGINT, previous)
+    with sigint_in_the_next_fork(), pytest.raises(KeyboardInterrupt):
+        list(analysis._in_processes(lambda i: i, range(4), 2))
     assert analysis._FORKED_WORK is None
 
 

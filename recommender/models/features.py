@@ -32,6 +32,7 @@ from recommender.errors import UsageError
 from recommender.models.backbones import RANDOM_INIT_SEED, Backbone
 from recommender.models.bnstats import BatchNormRecorder
 from recommender.models.fusion import fold_batchnorm
+from recommender.signals import ctrl_c_deferred
 
 # Bump when what is stored changes, so old cache entries are not reused.
 # 4: the BatchNorm moments are taken on the twin's subset beyond TWIN_FLOOR images.
@@ -280,7 +281,9 @@ def _extract(paths, backbone, batch_size, workers, device, on_batch) -> Features
     none = torch.zeros(0, dtype=torch.long, device=device)
     try:
         with torch.inference_mode(), recorder, half:
-            for number, (indices, (images, errors)) in enumerate(zip(batches, loader)):
+            with ctrl_c_deferred():  # the DataLoader forks its workers here
+                loaded = iter(loader)
+            for number, (indices, (images, errors)) in enumerate(zip(batches, loaded)):
                 _raise_unreadable([paths[i] for i in indices], errors)
                 batch = images.to(device, non_blocking=True,
                                   memory_format=torch.channels_last)
