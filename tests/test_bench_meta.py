@@ -173,7 +173,7 @@ def test_report_on_synthetic_results(tmp_path):
     assert meta.main(["report", "--results", str(results), "--out", str(page)]) == 0
     text = page.read_text()
     assert text.startswith("# Benchmark\n\nkept\n") and text.count(mr.START) == 1
-    assert "| Lite0, short (6 epochs at 64 px) | 2/31 | 2 |" in text
+    assert f"| Lite0, short (6 epochs at 64 px) | 2/{len(meta.TASKS)} | 2 |" in text
     assert "| Lite0, short (6 epochs at 64 px) | blocks re-initialised | 0: 1 (1); 2: 1 (1) " \
         "of 2 |" in text
     # default 0.6 + 0.01 seed, recommendation 0.7 + 0.01 seed: +10.0 with no spread
