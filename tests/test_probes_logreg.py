@@ -115,17 +115,17 @@ def test_the_lean_lbfgs_loop_is_scipys_minimize_bit_for_bit(monkeypatch, k, dtyp
 
 @pytest.mark.parametrize("k", [2, 4])
 def test_newton_falls_back_to_least_squares_on_the_whole_hessian(monkeypatch, k):
-    """Only the Hessian's upper triangle is built; when Cholesky fails, the least-squares
-    step must see the whole symmetric matrix and reach the same optimum."""
-    import scipy.linalg
-
+    """When Cholesky fails (the Hessian's factor overwrites it), the least-squares step must
+    see the whole symmetric matrix, built again, and reach the same optimum."""
     x, y = _data(120, 6, k, seed=8)
     expected = _logreg.fit(x, y, 1.0, solver="newton-cholesky", max_iter=100, tol=1e-10)
+    real = _logreg._cholesky_solve
 
-    def fail(*args, **kwargs):
-        raise np.linalg.LinAlgError("not positive definite")
+    def fail(hess, g):
+        real(hess, g)  # overwrites hess with its factor, as a failing one may
+        return None
 
-    monkeypatch.setattr(scipy.linalg, "cho_factor", fail)
+    monkeypatch.setattr(_logreg, "_cholesky_solve", fail)
     fallback = _logreg.fit(x, y, 1.0, solver="newton-cholesky", max_iter=100, tol=1e-10)
     np.testing.assert_allclose(_probabilities(fallback.decision(x)),
                                _probabilities(expected.decision(x)), atol=1e-8)
@@ -159,17 +159,64 @@ def test_the_woodbury_step_solves_the_whole_hessian(n, d, k):
     np.testing.assert_allclose(step, expected, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize(("n", "d", "k"), [(12, 10, 3), (30, 8, 6), (200, 40, 10)])
+def test_the_multinomial_hessian_is_the_whole_one(n, d, k):
+    """The Hessian gathered from one product over the distinct (class pair, feature pair)
+    entries is the dense formula's, to rounding."""
+    rng = np.random.default_rng(d)
+    xb = np.hstack([rng.normal(size=(n, d)), np.ones((n, 1))])
+    raw = rng.normal(size=(n, k))
+    prob = np.exp(raw) / np.exp(raw).sum(axis=1, keepdims=True)
+    hess = _logreg._multinomial_hessian(prob, _logreg._outer_products(xb), d + 1)
+    np.testing.assert_allclose(hess, _dense_hessian(prob, xb, 0.0), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("n", "d", "k"), [(133, 24, 10), (133, 40, 10), (200, 40, 10)])
+def test_the_woodbury_step_is_the_cholesky_newton_step(n, d, k):
+    """On the sizes where the probe takes it (the random-init twin's 250 rows: inner and
+    outer training parts, 10 classes), the Woodbury step equals the plain Cholesky solve of
+    the whole Hessian to rounding, and it is the cheaper one there."""
+    rng = np.random.default_rng(n + d)
+    xb = np.hstack([rng.normal(size=(n, d)), np.ones((n, 1))])
+    raw = 2 * rng.normal(size=(n, k))
+    prob = np.exp(raw) / np.exp(raw).sum(axis=1, keepdims=True)
+    grad = rng.normal(size=(k, d + 1))
+    l2 = 1.0 / (0.1 * n)
+    assert _logreg._woodbury_is_cheaper(n, d + 1, k)
+    hess = _logreg._multinomial_hessian(prob, _logreg._outer_products(xb), d + 1).T
+    hess.reshape(-1, order="F")[:: hess.shape[0] + 1] += np.tile(np.r_[np.full(d, l2), 0.0],
+                                                                 k)[:-1]
+    plain = -_logreg._cholesky_solve(hess, grad.ravel()[:-1])
+    np.testing.assert_allclose(_logreg._woodbury_step(prob, xb, grad, l2), plain,
+                               rtol=1e-9, atol=1e-12 * np.abs(plain).max())
+
+
 @pytest.mark.parametrize("c", [1e-2, 1.0, 100.0])
-def test_fewer_rows_than_weights_reach_scikit_learns_optimum(monkeypatch, c):
-    """N = 40 rows, 5 classes x 11 weights: the Woodbury path, and the whole-Hessian path
-    it falls back to, both reach scikit-learn's optimum."""
+@pytest.mark.parametrize("woodbury", [True, False])
+def test_fewer_rows_than_weights_reach_scikit_learns_optimum(monkeypatch, c, woodbury):
+    """N = 40 rows, 5 classes x 11 weights: the Woodbury path, the whole-Hessian path it
+    falls back to, and the whole-Hessian path alone all reach scikit-learn's optimum."""
     x, y = _data(40, 10, 5, seed=9, noise=2.0)
     x_new, _ = _data(60, 10, 5, seed=10, noise=2.0)
     theirs = sklearn_linear.LogisticRegression(C=c, solver="newton-cholesky", max_iter=2000,
                                                tol=1e-10).fit(x, y)
+    monkeypatch.setattr(_logreg, "_woodbury_is_cheaper", lambda *args: woodbury)
     ours = _logreg.fit(x, y, c, solver="newton-cholesky", max_iter=2000, tol=1e-10)
     monkeypatch.setattr(_logreg, "_woodbury_step", lambda *args: None)
     whole = _logreg.fit(x, y, c, solver="newton-cholesky", max_iter=2000, tol=1e-10)
     for model in (ours, whole):
         np.testing.assert_allclose(_probabilities(model.decision(x_new)),
                                    theirs.predict_proba(x_new), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [3, 7])
+def test_the_rank_update_hessian_reaches_the_same_optimum(monkeypatch, k):
+    """Where the packed products would be large (few classes and wide features, or many
+    classes and narrow ones) the Hessian is a symmetric rank-N update instead: the same
+    optimum."""
+    x, y = _data(150, 12, k, seed=11)
+    packed = _logreg.fit(x, y, 1.0, solver="newton-cholesky", max_iter=100, tol=1e-10)
+    monkeypatch.setattr(_logreg, "_packed_is_small", lambda *args: False)
+    update = _logreg.fit(x, y, 1.0, solver="newton-cholesky", max_iter=100, tol=1e-10)
+    np.testing.assert_allclose(_probabilities(update.decision(x)),
+                               _probabilities(packed.decision(x)), atol=1e-8)
