@@ -112,11 +112,12 @@ def run_probes(
 ) -> list[ProbeResult]:
     """Every registered probe: per block when it needs features, else once.
 
-    Blocks are independent, so their probes run in ``jobs`` workers (default: one per CPU
-    core; forked processes on Linux, threads elsewhere: :func:`_in_workers`), BLAS on one
-    thread each, so that a value never depends on the number of jobs or cores. A probe
-    that cannot be computed on some input (``ProbeError``) is recorded as unavailable with
-    its message, never as a made-up number. ``on_block(1)`` is called as each block's
+    Blocks and probes are independent, so they run in ``jobs`` workers (default: one per
+    CPU core; forked processes on Linux, threads elsewhere: :func:`_in_workers`), one task
+    per probe or group of probes that share work (:func:`_tasks`), BLAS on one thread
+    each, so that a value never depends on the number of jobs or cores. A probe that
+    cannot be computed on some input (``ProbeError``) is recorded as unavailable with its
+    message, never as a made-up number. ``on_block(1)`` is called as each block's
     probes finish, so that a progress bar can move during what is otherwise seconds of
     silence.
     """
@@ -132,20 +133,28 @@ def run_probes(
         for block in inputs:
             block[TWIN] = {**block, "features": block["features"][twin],
                            "labels": labels[twin]}
-    jobs = min(len(inputs), jobs or os.cpu_count() or 1)
-    # Costliest blocks first, and a thread that frees up takes the next block (without
-    # this, 5 equal blocks went 3 + 2 workers' worth).
+    # One task per probe (or group of probes that re-use each other's work: _tasks), the
+    # costliest blocks first and, within a block, its fits first: a worker that frees up
+    # takes the next task, so that both finish together (by block, one block's fits made
+    # the other worker wait), while the blocks still finish one after the other.
     classes = np.unique(labels).size
-    order = sorted(range(len(inputs)), key=lambda i: -_block_cost(
+    blocks = sorted(range(len(inputs)), key=lambda i: -_block_cost(
         labels.shape[0], features.pretrained[i].shape[1], classes))
-    by_block = {}
+    groups = _tasks(per_block, subset=bool(inputs) and TWIN in inputs[0])
+    tasks = [(i, group) for i in blocks for group in groups]
+    jobs = min(len(tasks), jobs or os.cpu_count() or 1)
+    columns: list[dict[str, tuple[Measurement | None, str | None]]] = [{} for _ in inputs]
+    left = [len(groups)] * len(inputs)
     with _one_blas_thread():
-        for i, column in _in_workers(lambda i: _measure(per_block, inputs[i]), order, jobs):
-            by_block[i] = column
-            tick(1)
+        for t, cells in _in_workers(lambda t: _measure(list(tasks[t][1]), inputs[tasks[t][0]]),
+                                    range(len(tasks)), jobs):
+            i = tasks[t][0]
+            columns[i].update(cells)
+            left[i] -= 1
+            if not left[i]:
+                tick(1)
         once = _measure([p.name for p in registered if p.name not in per_block],
                         {"source_probs": features.source_probs, "labels": labels})
-    columns = [by_block[i] for i in range(len(inputs))]
     results = []
     n_samples = len(labels)
     for probe in registered:
@@ -270,6 +279,38 @@ def _one_blas_thread() -> Iterator[None]:
 
     with threadpool_limits(limits=1):
         yield
+
+
+# Probes that re-use each other's memoised work on the same inputs, so run in one task: the
+# pre-training gain's probe on the pre-trained features is the linear probe's (when the twin
+# saw every image), the shrinkage H-score's eigendecomposition the H-score's.
+_SHARE_WORK = (("linear_probe_accuracy", "pretraining_gain"), ("h_score", "shrinkage_h_score"))
+# The probes whose cross-validated fits make most of a block's cost: their tasks go first.
+_FITS = ("linear_probe_accuracy", "pretraining_gain")
+
+
+def _tasks(names: list[str], subset: bool) -> list[tuple[str, ...]]:
+    """The per-block probes ``names`` in the groups that run as one task each: a probe
+    alone, or with those of :data:`_SHARE_WORK` it shares work with on the same inputs (a
+    probe that compares with the random-init twin sees other rows when the twin saw a
+    ``subset`` of the images). Registration order within a group (the one that fills a
+    memo first); the groups with a fit first."""
+    def rows(name: str) -> bool:
+        return subset and "random_features" in probes.get_probe(name).needs
+
+    groups: list[list[str]] = []
+    for name in names:
+        partners = {other for pair in _SHARE_WORK if name in pair for other in pair
+                    if other != name and rows(other) == rows(name)}
+        group = next((g for g in groups if partners & set(g)), None)
+        if group is None:
+            groups.append([name])
+        else:
+            group.append(name)
+    if not groups:
+        groups = [[]]  # no per-block probe: one empty task per block (its tick)
+    groups.sort(key=lambda g: not set(g) & set(_FITS))
+    return [tuple(g) for g in groups]
 
 
 def _block_cost(n: int, d: int, classes: int) -> float:
