@@ -27,7 +27,12 @@ fitting the target, 0 perfect, about 1 at chance) at the budget the user plans.
 3. **No cliffs**: the rung profile (on a grid of gaps, :data:`STEP`) is lowered to the largest
    one that moves at most one rung per :data:`MIN_SPACING` of gap, and pieces narrower than
    that take the lower neighbour's rung, so a small change of a measure moves the advice by
-   one step on one axis at most, and only ever toward the default.
+   one step on one axis at most, and only ever toward the default. Then **safety**
+   (:func:`within_evidence`): lowering can move a step off the tasks that carried it (at the
+   long budget, the climb at gap 0.173 carried by one task's two backbones became one at
+   0.212 whose 15 tasks gained +1.7 +/- 1.1: within noise), so a piece holding
+   :data:`MIN_TASKS` or more fit tasks on which its rung does not gain beyond noise is lowered
+   a rung, and so on until every such piece clears.
 4. **The gap**: the linear-probe gap, the paper's central measure, chosen before the held-out
    numbers; :func:`alternatives` reports the held-out numbers of the k-NN and LEEP gaps, of
    a nearest-tasks window model, of the mean-gain ladder and of one staircase for both
@@ -286,6 +291,30 @@ def no_cliffs(rungs: Sequence[int]) -> list[int]:
         env[a:b] = [min(env[j] for j in (a - 1, b) if 0 <= j < n)] * (b - a)
 
 
+def within_evidence(part: Sequence[Example], ladder: Sequence[str],
+                    rungs: Sequence[int]) -> list[int]:
+    """The rung profile lowered until every piece (a run of one rung on the grid of gaps)
+    that holds MIN_TASKS or more fit tasks gains beyond noise there: its rung's summed gain
+    over the default less Z standard errors (:func:`lower_bound`) above zero; else the piece
+    drops a rung, :func:`no_cliffs` runs again, and the pieces are checked again. Pieces with
+    fewer tasks are no_cliffs' steps between rungs (the raw staircase gives none). Only ever
+    lowers, so it ends."""
+    rungs = list(rungs)
+    while True:
+        lowered = False
+        for a, b in _runs(rungs):
+            rung = rungs[a]
+            hi = b * STEP if b < len(rungs) else math.inf
+            sel = [e for e in part if a * STEP <= e.gap < hi]
+            if rung and len(sel) >= MIN_TASKS and lower_bound(
+                    np.array([e.gain(ladder[rung]) for e in sel])) <= 0:
+                rungs[a:b] = [rung - 1] * (b - a)
+                lowered = True
+        if not lowered:
+            return rungs
+        rungs = no_cliffs(rungs)
+
+
 def _runs(values: Sequence[int]) -> list[tuple[int, int]]:
     out, start = [], 0
     for i in range(1, len(values) + 1):
@@ -326,7 +355,7 @@ def fit_model(fit: Sequence[Example], gap: str = "linear_probe",
         part = list(fit) if pool_budgets else [e for e in fit if e.budget == budget]
         raw = (window_rungs(part, ladder, window_size) if window_size
                else raw_rungs(part, ladder))
-        rungs = no_cliffs(raw) if part else [0]
+        rungs = within_evidence(part, ladder, no_cliffs(raw)) if part else [0]
         runs = _runs(rungs)
         pieces = []
         for i, (a, _) in enumerate(runs):

@@ -98,6 +98,22 @@ def test_no_cliffs_lowers_only_and_moves_one_rung_per_min_spacing(raw):
         assert b - a >= width or a == 0
 
 
+def test_a_piece_that_no_cliffs_moved_off_its_evidence_is_lowered():
+    """Rung 2 from gap 0.2 (after the envelope's step of rung 1), on 10 tasks whose rung-2
+    gains are +-3 (within noise): dropped to rung 1, whose gains there are within noise too,
+    then to the default. With the same tasks gaining +5 +- 0.5, nothing moves."""
+    ladder = [t.DEFAULT_CELL, "r1-l2-one-0.01", "r2-l2-one-0.01"]
+    raw = [0] * 180 + [1] * 20 + [2] * 400
+    for gains, expected in (([3.0, -3.0] * 5, [0] * 600), ([5.5, 4.5] * 5, raw)):
+        part = f.reading([example(f"t{i}", f"s{i % 3}", 0.25 + 0.03 * i,
+                                  {ladder[1]: -gains[i], ladder[2]: gains[i]})
+                          for i in range(10)], "linear_probe")
+        assert f.within_evidence(part, ladder, raw) == expected
+    # a step with fewer than MIN_TASKS tasks (the envelope's bridge) is left as it is
+    bridge = f.reading([example("b", "s", 0.19, {ladder[1]: -9.0})], "linear_probe") + part
+    assert f.within_evidence(bridge, ladder, raw) == raw
+
+
 def test_held_out_never_fits_on_the_held_out_source(monkeypatch):
     seen = []
     real = f.fit_model
