@@ -164,7 +164,7 @@ TASKS: tuple[Task, ...] = (
 BY_ID = {task.id: task for task in TASKS}
 # The repeats: a second backbone, and the long budget, on one cheap task of each source (the
 # long budget began with eight; mnist and silhouettes were added when the fit found it thin,
-# then six tasks at fit gaps 0.06-0.54, where its evidence was thinnest, chosen by their gap
+# then six tasks at fit gaps up to 0.54, where its evidence was thinnest, chosen by their gap
 # before any long run).
 REPEATS = {
     "backbone": ("faces-2c-n12", "icons-3c-n12", "fashion-shoes-3c-n12", "textures-3c-n12",
