@@ -6,9 +6,10 @@ hands them the rows :func:`subsample_rows` picks, and records how many in the Me
 
 The rule, in full:
 
-1. rows are put in a canonical order: by the bytes of the probe's first sample-wise array
-   (``features``, else ``source_probs``, else ``random_features``), ties broken by label, so
-   the subset does not depend on the order the samples come in;
+1. rows are put in a canonical order (:mod:`probes._order`: a fixed projection of the probe's
+   first sample-wise array — ``features``, else ``source_probs``, else ``random_features`` —
+   ties broken by its bytes, then by label), so the subset does not depend on the order the
+   samples come in, nor on the features' rounding;
 2. every class is kept, with ``min(count, 2)`` rows at least (1 when 2 per class would not
    fit in the cap; when even 1 per class does not fit, one row of every class is taken and
    the subset exceeds the cap), and the rest of the cap is shared in proportion to the
@@ -26,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from probes._checks import ProbeError, check_features, check_source_probs, encode_labels
+from probes._order import row_order
 
 SUBSAMPLE_SEED = 0
 # The arrays with one row per sample, in the order that decides which one orders the rows.
@@ -43,7 +45,7 @@ def subsample_rows(
     Parameters
     ----------
     order_by : array of shape (N, ...)
-        The rows whose bytes put the samples in canonical order.
+        The rows that put the samples in canonical order.
     codes : array of shape (N,) of ints 0..C-1, or None
         Class codes (from :func:`probes._checks.encode_labels`); None: one stratum.
     max_samples : int
@@ -76,15 +78,8 @@ def subsample_rows(
 
 
 def canonical_order(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """A permutation sorting the samples by the bytes of ``rows``, ties by class code."""
-    flat = np.ascontiguousarray(rows.reshape(rows.shape[0], -1))
-    keys = flat.view(np.dtype((np.void, flat.itemsize * flat.shape[1]))).ravel()
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    group = np.concatenate(([0], np.cumsum(sorted_keys[1:] != sorted_keys[:-1])))
-    if group[-1] == len(order) - 1:  # no two rows alike: nothing for the labels to break
-        return order
-    return order[np.lexsort((codes[order], group))]
+    """A permutation putting the samples in canonical order (see :mod:`probes._order`)."""
+    return row_order(rows, codes)
 
 
 def allocate(counts: np.ndarray, max_samples: int) -> np.ndarray:

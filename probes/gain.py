@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from probes._checks import check_features, check_same_samples, encode_labels
-from probes.linear_probe import content_order, cross_validate, plan_folds
+from probes.linear_probe import content_order, cross_validate, default_repeats, plan_folds
 from probes.registry import Probe, get_probe, register
 
 
@@ -53,14 +53,14 @@ def pretraining_gain(
 def _gain_per_fold(
     features: np.ndarray, random_features: np.ndarray, labels: np.ndarray, *, folds: int, seed: int
 ) -> np.ndarray:
-    """Accuracy difference in each outer fold."""
+    """Accuracy difference in each outer fold (of every draw: as the linear probe's)."""
     x = check_features(features)
     x_random = check_features(random_features, name="random_features")
     check_same_samples("random_features", x_random, x.shape[0])
     codes, _ = encode_labels(labels, n_samples=x.shape[0])
     order = content_order(x)
     x, x_random, codes = x[order], x_random[order], codes[order]
-    plan = plan_folds(codes, folds, seed)
+    plan = plan_folds(codes, folds, seed, repeats=default_repeats(x.shape[0]))
     pretrained = cross_validate(x, codes, plan)
     untrained = cross_validate(x_random, codes, plan)
     return np.subtract(pretrained.fold_scores, untrained.fold_scores)

@@ -34,7 +34,7 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = DEFAULT_K) -
     Similarities are dot products of the rows scaled to unit L2 norm, in float32. A zero
     row has no direction: it is given similarity 0 to every sample, so it is classified
     by all N - 1 others (the majority class), and is neither near nor far for them.
-    The samples are put in a canonical order (by the bytes of their features) before the
+    The samples are put in a canonical order (:mod:`probes._order`) before the
     similarity matrix is computed, CHUNK rows at a time, so that even rounding does not
     depend on their order. Cost :math:`O(N^2 D)`, memory :math:`O(N \cdot CHUNK)`.
 

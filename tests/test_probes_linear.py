@@ -21,6 +21,7 @@ from probes.linear_probe import (
     _standardise,
     content_order,
     cross_validate,
+    default_repeats,
     plan_folds,
 )
 
@@ -51,7 +52,9 @@ def test_linear_probe_result_holds_one_score_and_one_c_per_fold():
     features, labels = _blobs(80, 6, n_classes=3, sep=0.8, seed=4)
     result = linear_probe_cv(features, labels, folds=4)
     assert isinstance(result, LinearProbeResult)
-    assert len(result.fold_scores) == len(result.chosen_C) == 4
+    # 80 samples: 5 draws of the 4 folds (MIN_TEST_PREDICTIONS 400).
+    assert default_repeats(80) == 5
+    assert len(result.fold_scores) == len(result.chosen_C) == 4 * 5
     assert result.mean == pytest.approx(np.mean(result.fold_scores))
     assert result.std == pytest.approx(np.std(result.fold_scores))
     assert set(result.chosen_C) <= set(C_GRID)
@@ -65,7 +68,29 @@ def test_linear_probe_accuracy_is_the_mean_of_the_cv_result():
 def test_linear_probe_uses_no_more_folds_than_the_smallest_class_has_samples():
     features, labels = _blobs(40, 4, n_classes=2, sep=1.0, seed=6)
     features, labels = np.vstack([features, features[:3] + 5]), np.r_[labels, [7, 7, 7]]
-    assert len(linear_probe_cv(features, labels, folds=5).fold_scores) == 3
+    assert len(linear_probe_cv(features, labels, folds=5, repeats=1).fold_scores) == 3
+
+
+def test_small_sets_average_several_fold_draws_and_large_ones_take_one():
+    assert [default_repeats(n) for n in (2, 36, 80, 100, 120, 200, 399, 400, 10_000)] == \
+        [5, 5, 5, 4, 4, 2, 2, 1, 1]
+    codes = np.repeat(np.arange(3), 10)
+    one = plan_folds(codes, folds=5, seed=3)
+    three = plan_folds(codes, folds=5, seed=3, repeats=3)
+    assert len(three) == 3 * len(one)
+    for a, b in zip(one, three[:len(one)], strict=True):  # the first draw is the single draw
+        np.testing.assert_array_equal(a.test, b.test)
+    for r in range(3):  # each draw's test folds cover every sample once
+        tests = np.concatenate([f.test for f in three[r * 5:(r + 1) * 5]])
+        np.testing.assert_array_equal(np.sort(tests), np.arange(30))
+    assert not np.array_equal(three[0].test, three[5].test)  # fresh folds, not the same again
+    features, labels = _blobs(30, 4, n_classes=3, sep=0.7, seed=8)
+    result = linear_probe_cv(features, labels)
+    assert len(result.fold_scores) == 5 * default_repeats(30)
+    parts = [linear_probe_cv(features, labels, repeats=r) for r in (1, 5)]
+    assert parts[1].fold_scores[:5] == parts[0].fold_scores and parts[1] == result
+    with pytest.raises(ProbeError, match="repeats: expected an integer >= 1"):
+        linear_probe_cv(features, labels, repeats=0)
 
 
 def test_a_class_with_a_single_sample_is_always_in_training():
@@ -212,7 +237,7 @@ def test_pretraining_gain_is_the_probe_accuracy_minus_the_random_probe_on_the_sa
     features, labels = _blobs(60, 6, n_classes=3, sep=1.0, seed=18)
     random_features = np.random.default_rng(19).normal(size=(60, 4))
     order = content_order(features)  # the folds follow the pre-trained features
-    plan = plan_folds(labels[order], folds=5, seed=0)
+    plan = plan_folds(labels[order], folds=5, seed=0, repeats=default_repeats(60))
     random_probe = cross_validate(random_features[order], labels[order], plan)
     expected = linear_probe_accuracy(features, labels) - random_probe.mean
     assert pretraining_gain(features, random_features, labels) == pytest.approx(expected)
