@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -312,6 +313,46 @@ def run_main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def analyse_main(args: argparse.Namespace) -> int:
+    """Re-analyse every task and backbone whose latest analysis row was made by other probe
+    code (or is missing), appending the new rows: readers take the latest. Resumable."""
+    from recommender.analysis import code_version
+    from recommender.models.backbones import load_backbone
+
+    code = code_version()
+    pairs = [(task, backbone) for backbone in (t.DEFAULT_BACKBONE, SECOND_BACKBONE)
+             for task in (select(args.only) if args.only else
+                          sorted({x for g in BUDGETS for x in default_tasks(backbone, g)},
+                                 key=Task.cost))]
+    rows = t.read_results(args.results)
+    latest = {}
+    for r in rows:
+        if r.get("kind") == "analysis":
+            latest[(r["dataset"], r.get("backbone", t.DEFAULT_BACKBONE))] = r
+    todo = [(task, b) for task, b in pairs if latest.get((task.id, b), {}).get("code") != code]
+    print(f"{len(pairs) - len(todo)} of {len(pairs)} analyses are by this probe code "
+          f"({code[:12]}); {len(todo)} to do", flush=True)
+    failed = 0
+    backbones: dict[str, Any] = {}
+    for i, (task, name) in enumerate(todo, 1):
+        root = args.data / task.id
+        if not (root / "train").is_dir():
+            print(f"skipping {task.id}: no {root}/train (build it first)", flush=True)
+            failed += 1
+            continue
+        if name not in backbones:
+            backbones[name] = load_backbone(None if name == t.DEFAULT_BACKBONE else name)
+        analysis = t.analyse(root, args.device, backbones[name])
+        t.append(args.results, t.analysis_row(task.id, name, analysis))
+        old = (latest.get((task.id, name)) or {}).get("analysis", {}).get("measures", {})
+        lp = analysis["measures"].get("linear_probe_accuracy")
+        was = old.get("linear_probe_accuracy")
+        print(f"[{i}/{len(todo)}] {task.id} {name}"
+              + (f": linear probe {lp:.3f}" if lp is not None else "")
+              + (f" (was {was:.3f})" if was is not None else ""), flush=True)
+    return 1 if failed else 0
+
+
 def plan_main(args: argparse.Namespace) -> int:
     rows = t.read_results(args.results)
     need = runs_per_task()
@@ -373,6 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--storage", default=None, metavar="URL",
                      help="the queue: a journal file (default: the results file with "
                           ".journal) or postgresql://... for workers on several machines")
+    ana = sub.add_parser("analyse", help="re-run the probes where the latest analysis is by "
+                         "other probe code (features come from the cache; resumable)")
+    ana.add_argument("--data", type=Path, default=DATA, help="folder written by build")
+    ana.add_argument("--results", type=Path, default=RESULTS)
+    ana.add_argument("--only", default="", help="comma-separated task ids")
+    ana.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     rep = sub.add_parser("report", help="the meta-benchmark's tables in docs/benchmark.md")
     rep.add_argument("--results", type=Path, default=RESULTS)
     rep.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmark.md")
@@ -398,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return plan_main(args)
     if args.command == "run":
         return run_main(args)
+    if args.command == "analyse":
+        return analyse_main(args)
     from benchmarks import meta_report
 
     return meta_report.main(args)

@@ -242,6 +242,31 @@ def run_key(row: Mapping[str, Any]) -> tuple:
 
 # --- one dataset -----------------------------------------------------------------------------
 
+def task_analyses(rows: Sequence[Mapping[str, Any]], name: str,
+                  backbone: str) -> list[dict[str, Any]]:
+    """The analyses of ``name`` with ``backbone``, oldest first."""
+    return [r["analysis"] for r in rows if r.get("kind") == "analysis" and r["dataset"] == name
+            and r.get("backbone", DEFAULT_BACKBONE) == backbone]
+
+
+def latest_analysis(rows: Sequence[Mapping[str, Any]], name: str,
+                    backbone: str) -> dict[str, Any] | None:
+    """The last analysis of ``name`` with ``backbone``: a re-analysis (by newer probe code,
+    ``meta.py analyse``) is appended and supersedes the earlier ones for the fit and the
+    report."""
+    found = task_analyses(rows, name, backbone)
+    return found[-1] if found else None
+
+
+def analysis_row(name: str, backbone: str, analysis: Mapping[str, Any]) -> dict[str, Any]:
+    """The results row of an analysis, with the probe code's version that made it."""
+    from recommender.analysis import code_version
+
+    tag = {} if backbone == DEFAULT_BACKBONE else {"backbone": backbone}
+    return {"kind": "analysis", "dataset": name, **tag, "analysis": dict(analysis),
+            "code": code_version()}
+
+
 def analyse(root: Path, device: str, backbone) -> dict[str, Any]:
     """What ``nbtl-recommend`` measures on the training folder (the probes never see test);
     ``backbone`` gives the model, the blocks and the weights' identity."""
@@ -295,13 +320,15 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     backbone = load_backbone(None if bname == DEFAULT_BACKBONE else bname, None)
     tag = {} if bname == DEFAULT_BACKBONE else {"backbone": bname}  # old rows: the default
     rows = read_results(results)
-    analysis = next((r["analysis"] for r in rows if r.get("kind") == "analysis"
-                     and r["dataset"] == name
-                     and r.get("backbone", DEFAULT_BACKBONE) == bname), None)
+    # The recommendation beside the grid comes from the task's *first* analysis, the one its
+    # runs were queued with: a re-analysis by newer probe code (meta.py analyse) feeds the fit
+    # and the report, but does not move the rec@ setting a resumed run queues.
+    found = task_analyses(rows, name, bname)
+    analysis = found[0] if found else None
     if analysis is None:
         print(f"{name}: analysing {root / 'train'} with {bname}", flush=True)
         analysis = analyse(root, device, backbone)
-        append(results, {"kind": "analysis", "dataset": name, **tag, "analysis": analysis})
+        append(results, analysis_row(name, bname, analysis))
     rec_hp = recommend_from(analysis, budget=(epochs, size), rules=rec_rules).hyperparameters
     budget = Budget.for_recommendation(rec_hp, epochs, size)
     parts = {r: load_dataset(root / r) for r in ("train", "test")}

@@ -196,12 +196,16 @@ def test_the_repeats_cover_enough_tasks_and_sources():
 def test_run_recommends_by_the_paper_rules_the_committed_results_were_made_with():
     """`run` puts the paper's table's recommendation beside the grid (REC_RULES), so that a run
     from this checkout, where the fitted ladder leads the heuristics, queues the same rec@
-    setting as the committed results hold (the report's "paper rules" column)."""
+    setting as the committed results hold (the report's "paper rules" column): from the
+    task's first analysis, the one its runs were queued with, even after a re-analysis."""
     if not meta.RESULTS.is_file():
         pytest.skip("no committed results")
     rows = t.read_results(meta.RESULTS)
-    analyses = {(r["dataset"], r.get("backbone", t.DEFAULT_BACKBONE)): r["analysis"]
-                for r in rows if r.get("kind") == "analysis"}
+    analyses = {}
+    for r in rows:
+        if r.get("kind") == "analysis":
+            analyses.setdefault((r["dataset"], r.get("backbone", t.DEFAULT_BACKBONE)),
+                                r["analysis"])
     recs: dict[tuple, set[str]] = {}
     for r in rows:
         if r.get("kind") == "run" and r["setting"].startswith("rec@"):
@@ -213,3 +217,46 @@ def test_run_recommends_by_the_paper_rules_the_committed_results_were_made_with(
         hp = t.recommend_from(analyses[(task, backbone)], budget=(epochs, size),
                               rules=meta.REC_RULES).hyperparameters
         assert t.recommended_id(hp) in ids, (task, backbone, epochs)
+
+
+def test_the_latest_analysis_row_supersedes_earlier_ones(tmp_path):
+    from recommender.analysis import code_version
+
+    results = tmp_path / "meta.jsonl"
+    old = {**ANALYSIS, "measures": {**ANALYSIS["measures"], "linear_probe_accuracy": 0.5}}
+    new = {**ANALYSIS, "measures": {**ANALYSIS["measures"], "linear_probe_accuracy": 0.7}}
+    t.append(results, {"kind": "analysis", "dataset": "a", "analysis": old})
+    t.append(results, t.analysis_row("b", t.DEFAULT_BACKBONE, old))
+    t.append(results, t.analysis_row("a", "tf_efficientnet_lite1", old))
+    t.append(results, t.analysis_row("a", t.DEFAULT_BACKBONE, new))
+    rows = t.read_results(results)
+    assert t.latest_analysis(rows, "a", t.DEFAULT_BACKBONE) == new
+    assert t.latest_analysis(rows, "a", "tf_efficientnet_lite1") == old
+    assert t.latest_analysis(rows, "c", t.DEFAULT_BACKBONE) is None
+    assert t.task_analyses(rows, "a", t.DEFAULT_BACKBONE) == [old, new]  # run queues by the first
+    assert rows[-1]["code"] == code_version() and "backbone" not in rows[-1]
+    assert rows[2]["backbone"] == "tf_efficientnet_lite1"
+
+
+def test_analyse_redoes_only_the_analyses_of_other_probe_code(tmp_path, monkeypatch, capsys):
+    from recommender.analysis import code_version
+
+    results = tmp_path / "meta.jsonl"
+    first, second = meta.TASKS[0].id, meta.TASKS[1].id
+    for task in (first, second):
+        (tmp_path / "data" / task / "train").mkdir(parents=True)
+    t.append(results, {"kind": "analysis", "dataset": first, "analysis": ANALYSIS,
+                       "code": "an older probe code"})
+    t.append(results, {"kind": "analysis", "dataset": second, "analysis": ANALYSIS,
+                       "code": code_version()})
+    done = []
+    monkeypatch.setattr(t, "analyse", lambda root, device, backbone: done.append(root.name)
+                        or ANALYSIS)
+    monkeypatch.setattr("recommender.models.backbones.load_backbone", lambda name=None: name)
+    args = ["analyse", "--data", str(tmp_path / "data"), "--results", str(results),
+            "--only", f"{first},{second}", "--device", "cpu"]
+    assert meta.main(args) == 0
+    # the default backbone's first task was by other code; the second backbone had none
+    assert done == [first, first, second]
+    assert meta.main(args) == 0 and len(done) == 3  # resumable: nothing left
+    assert "4 of 4 analyses are by this probe code" in capsys.readouterr().out
