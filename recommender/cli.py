@@ -419,6 +419,8 @@ def _main() -> None:
         if _is_usage_error(exc):
             exc.show()
             sys.exit(EXIT_USAGE)
+        if _raised_by_an_interrupt(exc):
+            _interrupted()
         if os.environ.get("NBTL_DEBUG"):
             raise
         print(f"nbtl-recommend: internal error: {type(exc).__name__}: {exc}\n"
@@ -431,6 +433,19 @@ def _main() -> None:
         _interrupted()
     if isinstance(code, int) and code:
         sys.exit(code)
+
+
+def _raised_by_an_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a Ctrl-C unwound: a clean-up that fails because the
+    interrupt cut its work short (Optuna's journal lock, renamed away mid-release) replaces
+    the KeyboardInterrupt, which stays in its context chain."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _interrupted() -> NoReturn:

@@ -139,3 +139,45 @@ def test_ctrl_c_while_searching(sample_dir, tmp_path):
     args = [*VALIDATE, "--search", "30"]  # trials of well under a second each
     assert_interrupted(*ctrl_c_at("Searching", sample_dir, args, cache, 0.5))
     assert_rerun_succeeds(sample_dir, [*VALIDATE, "--search", "3"], cache)
+
+
+class _FailsWhileInterrupted:
+    """A command whose clean-up fails while a Ctrl-C unwinds it, as Optuna's journal lock
+    did: the FileNotFoundError replaces the KeyboardInterrupt (its __context__)."""
+
+    def __init__(self, inner: BaseException) -> None:
+        self.inner = inner
+
+    def main(self, **_kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise self.inner  # noqa: B904 -- the implicit context is the point
+
+
+@pytest.mark.parametrize("inner", [FileNotFoundError(2, "No such file", "x.lock.rename"),
+                                   RuntimeError("clean-up failed")])
+def test_an_error_raised_while_a_ctrl_c_unwinds_still_exits_130(monkeypatch, capsys, inner):
+    from recommender import cli
+
+    monkeypatch.setattr(cli.typer.main, "get_command", lambda app: _FailsWhileInterrupted(inner))
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "internal error" not in err
+
+
+def test_an_error_without_a_ctrl_c_is_still_an_internal_error(monkeypatch, capsys):
+    from recommender import cli
+
+    class Fails:
+        def main(self, **_kwargs):
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli.typer.main, "get_command", lambda app: Fails())
+    monkeypatch.delenv("NBTL_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 1
+    assert "internal error: RuntimeError: a bug" in capsys.readouterr().err
