@@ -325,11 +325,8 @@ def analyse_main(args: argparse.Namespace) -> int:
                           sorted({x for g in BUDGETS for x in default_tasks(backbone, g)},
                                  key=Task.cost))]
     rows = t.read_results(args.results)
-    latest = {}
-    for r in rows:
-        if r.get("kind") == "analysis":
-            latest[(r["dataset"], r.get("backbone", t.DEFAULT_BACKBONE))] = r
-    todo = [(task, b) for task, b in pairs if latest.get((task.id, b), {}).get("code") != code]
+    latest = {(task.id, b): (t.analysis_rows(rows, task.id, b) or [{}])[-1] for task, b in pairs}
+    todo = [(task, b) for task, b in pairs if latest[(task.id, b)].get("code") != code]
     print(f"{len(pairs) - len(todo)} of {len(pairs)} analyses are by this probe code "
           f"({code[:12]}); {len(todo)} to do", flush=True)
     failed = 0
@@ -344,7 +341,7 @@ def analyse_main(args: argparse.Namespace) -> int:
             backbones[name] = load_backbone(None if name == t.DEFAULT_BACKBONE else name)
         analysis = t.analyse(root, args.device, backbones[name])
         t.append(args.results, t.analysis_row(task.id, name, analysis))
-        old = (latest.get((task.id, name)) or {}).get("analysis", {}).get("measures", {})
+        old = latest[(task.id, name)].get("analysis", {}).get("measures", {})
         lp = analysis["measures"].get("linear_probe_accuracy")
         was = old.get("linear_probe_accuracy")
         print(f"[{i}/{len(todo)}] {task.id} {name}"

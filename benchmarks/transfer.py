@@ -242,20 +242,12 @@ def run_key(row: Mapping[str, Any]) -> tuple:
 
 # --- one dataset -----------------------------------------------------------------------------
 
-def task_analyses(rows: Sequence[Mapping[str, Any]], name: str,
-                  backbone: str) -> list[dict[str, Any]]:
-    """The analyses of ``name`` with ``backbone``, oldest first."""
-    return [r["analysis"] for r in rows if r.get("kind") == "analysis" and r["dataset"] == name
+def analysis_rows(rows: Sequence[Mapping[str, Any]], name: str,
+                  backbone: str) -> list[Mapping[str, Any]]:
+    """The analysis rows of ``name`` with ``backbone``, oldest first: a re-analysis (by newer
+    probe code, ``meta.py analyse``) is appended, and the fit and the report read the last."""
+    return [r for r in rows if r.get("kind") == "analysis" and r["dataset"] == name
             and r.get("backbone", DEFAULT_BACKBONE) == backbone]
-
-
-def latest_analysis(rows: Sequence[Mapping[str, Any]], name: str,
-                    backbone: str) -> dict[str, Any] | None:
-    """The last analysis of ``name`` with ``backbone``: a re-analysis (by newer probe code,
-    ``meta.py analyse``) is appended and supersedes the earlier ones for the fit and the
-    report."""
-    found = task_analyses(rows, name, backbone)
-    return found[-1] if found else None
 
 
 def analysis_row(name: str, backbone: str, analysis: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,8 +315,8 @@ def run_dataset(name: str, root: Path, results: Path, *, epochs: int, size: int,
     # The recommendation beside the grid comes from the task's *first* analysis, the one its
     # runs were queued with: a re-analysis by newer probe code (meta.py analyse) feeds the fit
     # and the report, but does not move the rec@ setting a resumed run queues.
-    found = task_analyses(rows, name, bname)
-    analysis = found[0] if found else None
+    found = analysis_rows(rows, name, bname)
+    analysis = found[0]["analysis"] if found else None
     if analysis is None:
         print(f"{name}: analysing {root / 'train'} with {bname}", flush=True)
         analysis = analyse(root, device, backbone)

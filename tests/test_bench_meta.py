@@ -230,10 +230,10 @@ def test_the_latest_analysis_row_supersedes_earlier_ones(tmp_path):
     t.append(results, t.analysis_row("a", "tf_efficientnet_lite1", old))
     t.append(results, t.analysis_row("a", t.DEFAULT_BACKBONE, new))
     rows = t.read_results(results)
-    assert t.latest_analysis(rows, "a", t.DEFAULT_BACKBONE) == new
-    assert t.latest_analysis(rows, "a", "tf_efficientnet_lite1") == old
-    assert t.latest_analysis(rows, "c", t.DEFAULT_BACKBONE) is None
-    assert t.task_analyses(rows, "a", t.DEFAULT_BACKBONE) == [old, new]  # run queues by the first
+    found = t.analysis_rows(rows, "a", t.DEFAULT_BACKBONE)
+    assert [r["analysis"] for r in found] == [old, new]  # run queues by the first, fit the last
+    assert [r["analysis"] for r in t.analysis_rows(rows, "a", "tf_efficientnet_lite1")] == [old]
+    assert t.analysis_rows(rows, "c", t.DEFAULT_BACKBONE) == []
     assert rows[-1]["code"] == code_version() and "backbone" not in rows[-1]
     assert rows[2]["backbone"] == "tf_efficientnet_lite1"
 
